@@ -1,0 +1,147 @@
+"""Frames: posed RGB(-D) images, their validation, and loading a folder of them.
+
+Conventions: ``K`` is the 3x3 pinhole matrix in pixels; ``pose`` is the 4x4 camera-to-world
+transform with OpenCV camera axes (x right, y down, z forward), metres; ``depth`` is metric
+depth along z in metres, float32, NaN where there is no reading.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class FrameError(ValueError):
+    """A frame (image, intrinsics, pose or depth) is malformed."""
+
+
+@dataclass
+class Frame:
+    """One posed camera frame."""
+
+    frame_id: str
+    rgb: np.ndarray  # (H, W, 3) uint8
+    K: np.ndarray  # (3, 3) float64
+    pose: np.ndarray | None = None  # (4, 4) float64 camera-to-world, or None when unknown
+    depth: np.ndarray | None = None  # (H, W) float32 metres, NaN = invalid
+    stamp: float = 0.0  # seconds
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+def validate_intrinsics(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Check a pinhole matrix against an image size; returns it as float64.
+
+    Raises:
+        FrameError: non-finite entries, non-positive focal lengths, a principal point outside
+            the image, a malformed last row or a non-positive image size.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if K.shape != (3, 3):
+        raise FrameError(f"intrinsics must be 3x3, got shape {K.shape}")
+    if width <= 0 or height <= 0:
+        raise FrameError(f"image size must be positive, got {width}x{height}")
+    if not np.all(np.isfinite(K)):
+        raise FrameError("intrinsics contain NaN or inf")
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if fx <= 0 or fy <= 0:
+        raise FrameError(f"focal lengths must be positive, got fx={fx:g}, fy={fy:g}")
+    if not (0 <= cx <= width and 0 <= cy <= height):
+        raise FrameError(f"principal point ({cx:g}, {cy:g}) lies outside the {width}x{height} image")
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
+        raise FrameError(f"intrinsics last row must be [0, 0, 1] and K[1,0] zero, got {K.tolist()}")
+    return K
+
+
+def validate_pose(pose: np.ndarray, tol: float = 1e-3) -> np.ndarray:
+    """Check a 4x4 rigid transform (rotation orthonormal with det +1); returns it as float64."""
+    T = np.asarray(pose, dtype=np.float64)
+    if T.shape != (4, 4):
+        raise FrameError(f"pose must be 4x4, got shape {T.shape}")
+    if not np.all(np.isfinite(T)):
+        raise FrameError("pose contains NaN or inf")
+    if not np.allclose(T[3], [0.0, 0.0, 0.0, 1.0], atol=tol):
+        raise FrameError(f"pose last row must be [0, 0, 0, 1], got {T[3].tolist()}")
+    R = T[:3, :3]
+    err = np.abs(R.T @ R - np.eye(3)).max()
+    if err > tol or np.linalg.det(R) <= 0:
+        raise FrameError(
+            f"pose rotation is not a rotation (|R^T R - I| = {err:.2g}, det = {np.linalg.det(R):.3g})"
+        )
+    return T
+
+
+def validate_frame(frame: Frame) -> Frame:
+    """Check every part of a frame; returns the frame with canonical dtypes.
+
+    Raises:
+        FrameError: naming the first problem found.
+    """
+    rgb = np.asarray(frame.rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise FrameError(f"frame {frame.frame_id}: rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    K = validate_intrinsics(frame.K, w, h)
+    pose = None if frame.pose is None else validate_pose(frame.pose)
+    depth = None
+    if frame.depth is not None:
+        depth = np.asarray(frame.depth)
+        if depth.shape != (h, w):
+            raise FrameError(f"frame {frame.frame_id}: depth shape {depth.shape} != image shape {(h, w)}")
+        if not np.issubdtype(depth.dtype, np.floating):
+            raise FrameError(f"frame {frame.frame_id}: depth must be float metres, got {depth.dtype}")
+        depth = depth.astype(np.float32, copy=True)
+        depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
+    return Frame(frame.frame_id, rgb, K, pose, depth, float(frame.stamp))
+
+
+# --------------------------------------------------------------------------------------------
+# A folder of posed RGB-D frames (3DMatch / nvblox test-data layout):
+#   frame-XXXXXX.color.png   8-bit RGB
+#   frame-XXXXXX.depth.png   16-bit depth, millimetres, 0 = no reading
+#   frame-XXXXXX.pose.txt    4x4 camera-to-world, metres
+#   camera-intrinsics.txt    3x3 K
+# --------------------------------------------------------------------------------------------
+
+_COLOR_RE = re.compile(r"^(?P<id>.+)\.color\.(png|jpg|jpeg)$")
+
+
+def list_rgbd_folder(folder: str | Path) -> list[str]:
+    """Frame ids (e.g. 'frame-000000') of a posed RGB-D folder, sorted."""
+    folder = Path(folder)
+    ids = [m.group("id") for p in folder.iterdir() if (m := _COLOR_RE.match(p.name))]
+    return sorted(ids)
+
+
+def load_rgbd_frame(folder: str | Path, frame_id: str, depth_scale: float = 1000.0) -> Frame:
+    """Load one frame of a posed RGB-D folder (see above); depth units/``depth_scale`` = metres."""
+    import cv2  # local: only this loader needs OpenCV
+
+    folder = Path(folder)
+    K = np.loadtxt(folder / "camera-intrinsics.txt", dtype=np.float64).reshape(3, 3)
+    color_path = next((folder / f"{frame_id}.color.{ext}" for ext in ("png", "jpg", "jpeg")
+                       if (folder / f"{frame_id}.color.{ext}").exists()), None)
+    if color_path is None:
+        raise FrameError(f"{folder}: no colour image for frame {frame_id}")
+    bgr = cv2.imread(str(color_path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FrameError(f"cannot decode {color_path}")
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    pose_path = folder / f"{frame_id}.pose.txt"
+    pose = np.loadtxt(pose_path, dtype=np.float64).reshape(4, 4) if pose_path.exists() else None
+    depth = None
+    depth_path = folder / f"{frame_id}.depth.png"
+    if depth_path.exists():
+        raw = cv2.imread(str(depth_path), cv2.IMREAD_UNCHANGED)
+        if raw is None or raw.dtype != np.uint16:
+            raise FrameError(f"{depth_path}: expected a 16-bit depth PNG")
+        depth = raw.astype(np.float32) / np.float32(depth_scale)
+    return validate_frame(Frame(frame_id, rgb, K, pose, depth))

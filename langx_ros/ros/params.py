@@ -1,0 +1,112 @@
+"""ROS parameters <-> config dataclasses: the one place where the mapping happens.
+
+Every field of :class:`langx_ros.core.config.LangxConfig` (the method) and of :class:`NodeConfig`
+(this ROS layer, section ``node``) becomes a declared ROS parameter, with its documentation as
+the descriptor's description and its bounds as the descriptor's range, so ``ros2 param
+describe`` shows what config/langx.yaml documents.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from langx_ros.core.config import ConfigError, LangxConfig, ParamSpec, from_flat, iter_params, param
+
+NODE_PREFIX = "node."
+
+# Changing these needs a restart (models are loaded once); they are declared read-only.
+READ_ONLY = ("device", "models.")
+
+
+@dataclass
+class NodeConfig:
+    """Settings of the ROS layer (parameters ``node.*``)."""
+
+    world_frame: str = param("map", "Frame of every 3D output (clouds, markers, boxes): the frame camera poses are given in.")
+    status_period: float = param(1.0, "Seconds between ~/status messages (also sent on every change).", min=0.05, max=3600.0)
+    diagnostics_period: float = param(1.0, "Seconds between /diagnostics messages.", min=0.05, max=3600.0)
+    warn_throttle_seconds: float = param(
+        5.0, "Bad inputs of one kind are warned about at most once per this many seconds.", min=0.0, max=3600.0
+    )
+    max_image_pixels: int = param(
+        16_777_216, "Images with more pixels than this are rejected (protects memory).", min=1, max=1_000_000_000
+    )
+
+
+_ARRAY_TYPES = {
+    str: Parameter.Type.STRING_ARRAY,
+    int: Parameter.Type.INTEGER_ARRAY,
+    float: Parameter.Type.DOUBLE_ARRAY,
+}
+_SCALAR_TYPES = {
+    bool: ParameterType.PARAMETER_BOOL,
+    int: ParameterType.PARAMETER_INTEGER,
+    float: ParameterType.PARAMETER_DOUBLE,
+    str: ParameterType.PARAMETER_STRING,
+}
+
+
+def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=spec.doc, read_only=spec.name.startswith(READ_ONLY))
+    if spec.type is list:
+        d.type = _ARRAY_TYPES[spec.item_type].value  # type: ignore[index]
+    else:
+        d.type = _SCALAR_TYPES[spec.type]
+    if spec.choices:
+        d.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    if spec.min is not None and spec.max is not None:
+        if spec.type is float:
+            d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max))]
+        elif spec.type is int:
+            d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max))]
+    return d
+
+
+def all_specs() -> list[ParamSpec]:
+    """Every parameter the node declares (method first, then the ROS layer)."""
+    return list(iter_params(LangxConfig)) + list(iter_params(NodeConfig, NODE_PREFIX))
+
+
+def declare_parameters(node: Node) -> dict[str, Any]:
+    """Declare all parameters on ``node`` (values from --params-file/-p override defaults).
+
+    Returns:
+        The flat parameter values.
+    """
+    values: dict[str, Any] = {}
+    for spec in all_specs():
+        if spec.type is list and not spec.default:
+            p = node.declare_parameter(spec.name, _ARRAY_TYPES[spec.item_type], _descriptor(spec))  # type: ignore[index]
+            values[spec.name] = p.value if p.value is not None else []
+        else:
+            p = node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+            values[spec.name] = p.value
+    return values
+
+
+def build_configs(values: Mapping[str, Any]) -> tuple[LangxConfig, NodeConfig]:
+    """Flat values -> (method config, ROS-layer config). Raises ConfigError when invalid."""
+    core = from_flat(LangxConfig, {k: v for k, v in values.items() if not k.startswith(NODE_PREFIX)})
+    ros = from_flat(NodeConfig, {k: v for k, v in values.items() if k.startswith(NODE_PREFIX)}, NODE_PREFIX)
+    return core, ros
+
+
+def unknown_overrides(node: Node) -> list[str]:
+    """Parameters that a parameter file / -p set but nobody declared (probably typos)."""
+    declared = {s.name for s in all_specs()} | {"use_sim_time", "start_type_description_service"}
+    overrides = getattr(node, "_parameter_overrides", {}) or {}
+    return sorted(k for k in overrides if k not in declared)
+
+
+__all__ = [
+    "ConfigError",
+    "NodeConfig",
+    "all_specs",
+    "build_configs",
+    "declare_parameters",
+    "unknown_overrides",
+]

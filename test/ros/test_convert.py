@@ -1,0 +1,111 @@
+"""sensor_msgs/Image and CameraInfo <-> numpy, with rejection of malformed messages."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo, Image
+
+from langx_ros.core.frames import FrameError
+from langx_ros.ros.convert import (
+    ImageError,
+    camera_info_from_intrinsics,
+    depth_from_image,
+    image_to_numpy,
+    intrinsics_from_camera_info,
+    numpy_to_image,
+    rgb_from_image,
+)
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+
+
+def _padded(arr: np.ndarray, encoding: str, pad: int, bigendian: bool = False) -> Image:
+    """An Image whose rows carry ``pad`` junk bytes (as many drivers send)."""
+    a = arr.astype(arr.dtype.newbyteorder(">" if bigendian else "<"))
+    raw = a.reshape(a.shape[0], -1).view(np.uint8)
+    rows = np.concatenate([raw, np.full((a.shape[0], pad), 0xAB, np.uint8)], axis=1)
+    m = Image(height=a.shape[0], width=a.shape[1], encoding=encoding, is_bigendian=int(bigendian))
+    m.step = rows.shape[1]
+    m.data = rows.tobytes()
+    return m
+
+
+def test_rgb8_round_trip():
+    assert np.array_equal(rgb_from_image(numpy_to_image(RGB, "rgb8")), RGB)
+
+
+def test_bgr8_and_bgra8_become_rgb():
+    assert np.array_equal(rgb_from_image(numpy_to_image(RGB[:, :, ::-1], "bgr8")), RGB)
+    bgra = np.concatenate([RGB[:, :, ::-1], np.full((5, 7, 1), 9, np.uint8)], axis=2)
+    assert np.array_equal(rgb_from_image(numpy_to_image(bgra, "bgra8")), RGB)
+
+
+def test_mono8_is_replicated():
+    g = RGB[:, :, 0]
+    out = rgb_from_image(numpy_to_image(g, "mono8"))
+    assert out.shape == (5, 7, 3) and all(np.array_equal(out[:, :, c], g) for c in range(3))
+
+
+def test_padded_rows_are_cropped():
+    assert np.array_equal(rgb_from_image(_padded(RGB, "rgb8", pad=3)), RGB)
+    d = RNG.integers(1, 5000, (4, 6)).astype(np.uint16)
+    assert np.array_equal(image_to_numpy(_padded(d, "16UC1", pad=4)), d)
+
+
+def test_depth_16uc1_millimetres_big_endian_and_zero():
+    d = np.array([[0, 1000], [2500, 65535]], np.uint16)
+    out = depth_from_image(_padded(d, "16UC1", pad=0, bigendian=True))
+    assert np.isnan(out[0, 0])
+    assert out[0, 1] == pytest.approx(1.0) and out[1, 0] == pytest.approx(2.5) and out[1, 1] == pytest.approx(65.535)
+
+
+def test_depth_32fc1_nan_inf_negative_are_invalid():
+    d = np.array([[np.nan, np.inf], [-1.0, 0.75]], np.float32)
+    out = depth_from_image(numpy_to_image(d, "32FC1"))
+    assert np.isnan(out[0]).all() and np.isnan(out[1, 0]) and out[1, 1] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: setattr(m, "encoding", "yuv422"), "has encoding 'yuv422' \\(accepted: rgb8"),
+        (lambda m: setattr(m, "step", m.step - 1), "step 20 is smaller than width"),
+        (lambda m: setattr(m, "step", m.step + 1), "data has 105 bytes but step \\* height"),
+        (lambda m: setattr(m, "height", 6), "data has 105 bytes"),
+        (lambda m: setattr(m, "data", bytes(m.data[:-1])), "data has 104 bytes"),
+        (lambda m: setattr(m, "width", 0), "empty image"),
+    ],
+)
+def test_malformed_images_are_rejected(mutate, message):
+    m = numpy_to_image(RGB, "rgb8")
+    mutate(m)
+    with pytest.raises(ImageError, match=message):
+        rgb_from_image(m)
+
+
+def test_oversized_image_rejected():
+    with pytest.raises(ImageError, match="max_image_pixels"):
+        rgb_from_image(numpy_to_image(RGB, "rgb8"), max_pixels=34)
+
+
+def test_colour_and_depth_encodings_are_not_mixed_up():
+    with pytest.raises(ImageError, match="colour image has encoding '16UC1'"):
+        rgb_from_image(numpy_to_image(np.zeros((2, 2), np.uint16), "16UC1"))
+    with pytest.raises(ImageError, match="depth image has encoding 'rgb8'"):
+        depth_from_image(numpy_to_image(RGB, "rgb8"))
+
+
+def test_numpy_to_image_checks_shape():
+    with pytest.raises(ImageError, match="does not fit"):
+        numpy_to_image(RGB, "mono8")
+
+
+def test_camera_info_round_trip_and_zeros_rejected():
+    K = np.array([[570.3, 0, 320], [0, 570.3, 240], [0, 0, 1]])
+    info = camera_info_from_intrinsics(K, 640, 480)
+    assert np.allclose(intrinsics_from_camera_info(info), K)
+    with pytest.raises(FrameError, match="camera_info: focal lengths must be positive"):
+        intrinsics_from_camera_info(CameraInfo(width=640, height=480))
+    with pytest.raises(FrameError, match="camera_info: image size must be positive"):
+        intrinsics_from_camera_info(camera_info_from_intrinsics(K, 0, 0))
