@@ -22,6 +22,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -262,7 +263,7 @@ def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args)
     try:
         node = LangxNode()
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ParameterException, ValueError) as exc:
         print(f"langx_node: cannot start: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
