@@ -9,4 +9,4 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$(( $$ % 100 + 1 ))}
 export ROS_LOG_DIR=${ROS_LOG_DIR:-$(mktemp -d)/ros_logs}
 export AMENT_PREFIX_PATH=${AMENT_PREFIX_PATH:-$VENV}
 cd "$ROOT"
-exec "$VENV/bin/python" -m pytest -q -ra test "$@"
+exec "$VENV/bin/python" -m pytest -q -ra "$@"  # paths default to pytest.ini testpaths

@@ -91,15 +91,28 @@ def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], bool], 
     return predicate()
 
 
-def call(executor: SingleThreadedExecutor, client: Client, request, timeout: float = 30.0):
-    """Call a service and wait for the answer (waits for the service first)."""
+def call(executor: SingleThreadedExecutor, client: Client, request, timeout: float = 30.0, attempt: float = 3.0):
+    """Call a service and wait for the answer (waits for the service first).
+
+    DDS discovery is not atomic: a service can look ready while its response channel to us is
+    not yet matched, and that first response is then lost. So an unanswered request is sent
+    again after ``attempt`` seconds (doubling each time) until ``timeout``. Use it for requests
+    that are safe to repeat.
+    """
+    deadline = time.monotonic() + timeout
     if not spin_until(executor, client.service_is_ready, timeout):
         raise TimeoutError(f"service {client.srv_name} did not appear within {timeout:.0f} s")
-    future = client.call_async(request)
-    executor.spin_until_future_complete(future, timeout_sec=timeout)
-    if not future.done():
-        raise TimeoutError(f"service {client.srv_name} did not answer within {timeout:.0f} s")
-    return future.result()
+    wait = attempt
+    while True:
+        future = client.call_async(request)
+        remaining = deadline - time.monotonic()
+        executor.spin_until_future_complete(future, timeout_sec=max(0.0, min(wait, remaining)))
+        if future.done():
+            return future.result()
+        client.remove_pending_request(future)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"service {client.srv_name} did not answer within {timeout:.0f} s")
+        wait *= 2
 
 
 class RosSession:
