@@ -145,3 +145,69 @@ def load_rgbd_frame(folder: str | Path, frame_id: str, depth_scale: float = 1000
             raise FrameError(f"{depth_path}: expected a 16-bit depth PNG")
         depth = raw.astype(np.float32) / np.float32(depth_scale)
     return validate_frame(Frame(frame_id, rgb, K, pose, depth))
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------
+
+
+def pixel_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) camera-frame rays through pixel centres with z = 1 (so depth * ray = point)."""
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64) + 0.5, np.arange(height, dtype=np.float64) + 0.5)
+    x = (u - K[0, 2] - K[0, 1] * ((v - K[1, 2]) / K[1, 1])) / K[0, 0]
+    y = (v - K[1, 2]) / K[1, 1]
+    return np.stack([x, y, np.ones_like(x)], axis=-1)
+
+
+def backproject(frame: Frame, stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World points of the valid depth pixels of ``frame``.
+
+    Args:
+        frame: a frame with depth and pose.
+        stride: take every ``stride``-th pixel in x and y.
+
+    Returns:
+        (points (M, 3) float64 world metres, colors (M, 3) uint8, pixel indices (M, 2) as (row, col)).
+    """
+    if frame.depth is None or frame.pose is None:
+        raise FrameError(f"frame {frame.frame_id}: back-projection needs depth and pose")
+    rays = pixel_rays(frame.K, frame.width, frame.height)[::stride, ::stride]
+    depth = frame.depth[::stride, ::stride]
+    valid = np.isfinite(depth)
+    rows, cols = np.nonzero(valid)
+    pts_cam = rays[rows, cols] * depth[rows, cols, None]
+    R, t = frame.pose[:3, :3], frame.pose[:3, 3]
+    pts = pts_cam @ R.T + t
+    colors = frame.rgb[::stride, ::stride][rows, cols]
+    return pts, colors, np.stack([rows * stride, cols * stride], axis=1)
+
+
+def normals_from_depth(depth: np.ndarray, K: np.ndarray, pose: np.ndarray | None = None) -> np.ndarray:
+    """Surface normals from a depth map by central differences of back-projected points.
+
+    Args:
+        depth: (H, W) metres, NaN invalid.
+        K: intrinsics.
+        pose: camera-to-world; when given, normals are rotated into the world frame.
+
+    Returns:
+        (H, W, 3) float32 unit normals facing the camera (NaN where a neighbour is invalid).
+    """
+    h, w = depth.shape
+    P = pixel_rays(K, w, h) * depth[..., None]
+    dx = np.full_like(P, np.nan)
+    dy = np.full_like(P, np.nan)
+    dx[:, 1:-1] = P[:, 2:] - P[:, :-2]
+    dy[1:-1, :] = P[2:, :] - P[:-2, :]
+    n = np.cross(dx, dy)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = n / norm
+    # Face the camera: the normal points against the viewing ray.
+    flip = np.sum(n * P, axis=-1) > 0
+    n[flip] *= -1
+    if pose is not None:
+        n = n @ np.asarray(pose)[:3, :3].T
+    n[~np.isfinite(n).all(axis=-1)] = np.nan
+    return n.astype(np.float32)
