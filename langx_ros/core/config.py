@@ -234,6 +234,21 @@ class QueryConfig:
         ["object", "things", "stuff", "texture"],
         "Canonical phrases of the relevancy score (LangSplat).",
     )
+    relative_cutoff: float = param(
+        0.7,
+        "3D selection keeps Gaussians with relevancy >= min + cutoff * (max - min) (LangSplat's "
+        "2D rule clip(2n - 1) > 0.4, applied over the Gaussians) and >= the threshold.",
+        min=0.0, max=1.0,
+    )
+    min_opacity: float = param(0.1, "Gaussians below this opacity are never selected.", min=0.0, max=1.0)
+    cluster_radius: float = param(
+        0.0, "Distance (m) linking selected Gaussians into one instance; 0 = 3 x the median spacing.", min=0.0, max=100.0
+    )
+    min_instance_points: int = param(5, "Smaller groups of selected Gaussians are discarded as noise.", min=1, max=1_000_000)
+    max_points: int = param(200_000, "Most points returned per match (a uniform subsample beyond).", min=1, max=100_000_000)
+    mask_box_px: int = param(29, "Box filter size (px) of the 2D relevancy smoothing (LangSplat).", min=1, max=1001)
+    mask_threshold: float = param(0.4, "2D mask threshold on clip(2n - 1) of the normalised map (LangSplat).", min=0.0, max=1.0)
+    mask_clean_px: int = param(7, "Box filter size (px) that cleans the 2D mask (majority vote).", min=1, max=101)
 
 
 @dataclass

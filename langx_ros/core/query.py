@@ -1,11 +1,17 @@
-"""Text queries: request checking (the field-side selection arrives with the field)."""
+"""Text queries: request checking, 3D selection with instances, 2D relevancy maps and masks."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
 
 from langx_ros.core.config import QueryConfig
+
+if TYPE_CHECKING:
+    from langx_ros.core.field.model import LanguageField
 
 
 class QueryRequestError(ValueError):
@@ -50,3 +56,180 @@ def prepare_queries(queries: Sequence[str], threshold: float, cfg: QueryConfig) 
     if not math.isfinite(threshold) or threshold > 1.0:
         raise QueryRequestError(f"threshold must be in (0, 1] or <= 0 for the default; got {threshold}")
     return QueryRequest(tuple(texts), cfg.threshold if threshold <= 0 else float(threshold))
+
+
+# --------------------------------------------------------------------------------------------
+# Answering queries from a LanguageField
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Match3D:
+    """The answer to one query in 3D (world frame)."""
+
+    query: str
+    found: bool
+    score: float  # peak relevancy of the returned instance (or the best seen when not found)
+    threshold: float
+    level: str  # semantic level that answered
+    num_instances: int
+    points: np.ndarray  # (M, 3) float32
+    colors: np.ndarray  # (M, 3) uint8
+    relevancy: np.ndarray  # (M,) float32
+    gaussian_ids: np.ndarray  # (M,) int64 indices into the field
+    message: str
+
+    @property
+    def centroid(self) -> np.ndarray:
+        return self.points.mean(0) if len(self.points) else np.zeros(3)
+
+    @property
+    def box(self) -> tuple[np.ndarray, np.ndarray]:
+        """(center, size) of the axis-aligned box."""
+        if not len(self.points):
+            return np.zeros(3), np.zeros(3)
+        lo, hi = self.points.min(0), self.points.max(0)
+        return (lo + hi) / 2, hi - lo
+
+
+def relevancy_table(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
+    """(Q, K) relevancy of every codebook entry to every query."""
+    from langx_ros.core.relevancy import relevancy
+
+    feats = field.codebook_features()
+    return relevancy(feats, text.to(feats.device), canonical.to(feats.device)).reshape(-1, feats.shape[0])
+
+
+def gaussian_relevancy(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
+    """(Q, L, N) relevancy of every Gaussian at every level: a gather from the K-entry table."""
+    table = relevancy_table(field, text, canonical)  # (Q, K)
+    idx = field.code_index()  # (N, L)
+    return table[:, idx].permute(0, 2, 1)
+
+
+def connected_instances(points: np.ndarray, radius: float) -> np.ndarray:
+    """Instance label per point: connected components of the graph linking points within ``radius``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    n = len(points)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
+    g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(g, directed=False)
+    return labels.astype(np.int64)
+
+
+def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor, canonical: torch.Tensor,
+              threshold: float, cfg: QueryConfig) -> list[Match3D]:
+    """3D answers: per query the best instance of Gaussians relevant to it (or "no match").
+
+    Level choice: the level whose highest Gaussian relevancy is largest. Selection: relevancy
+    >= threshold and >= min + relative_cutoff * (max - min) among Gaussians of opacity >=
+    min_opacity. Instances: connected components (cluster_radius); the instance with the most
+    relevancy mass above the cutoff is returned.
+    """
+    rel_all = gaussian_relevancy(field, text, canonical)  # (Q, L, N)
+    visible = field.opacities() >= cfg.min_opacity
+    means = field.params["means"].detach().cpu().numpy().astype(np.float32)
+    colors = field.colors_uint8()
+    radius = cfg.cluster_radius if cfg.cluster_radius > 0 else 3.0 * field.point_spacing()
+    out = []
+    for qi, q in enumerate(queries):
+        rel = torch.where(visible[None, :], rel_all[qi], torch.zeros_like(rel_all[qi]))
+        peak = rel.max(dim=1).values  # (L,)
+        lvl = int(torch.argmax(peak))
+        r = rel[lvl]
+        r_vis = r[visible]
+        best = float(peak[lvl])
+        level = field.levels[lvl]
+        if r_vis.numel() == 0 or best < threshold:
+            out.append(_no_match(q, best, threshold, level, f"no match above threshold {threshold:.2f} (best {best:.2f})"))
+            continue
+        lo = float(r_vis.min())
+        cutoff = max(threshold, lo + cfg.relative_cutoff * (best - lo))
+        sel = torch.nonzero((r >= cutoff) & visible).squeeze(1).cpu().numpy()
+        labels = connected_instances(means[sel], radius)
+        r_sel = r.cpu().numpy()[sel]
+        sizes = np.bincount(labels)
+        mass = np.bincount(labels, weights=r_sel - cutoff + 1e-6)
+        ok = sizes >= cfg.min_instance_points
+        if not ok.any():
+            out.append(_no_match(q, best, threshold, level,
+                                 f"only {len(sel)} scattered Gaussians above {cutoff:.2f} (no group of >= {cfg.min_instance_points})"))
+            continue
+        mass[~ok] = -1
+        inst = int(np.argmax(mass))
+        ids = sel[labels == inst]
+        if len(ids) > cfg.max_points:
+            ids = np.sort(np.random.default_rng(0).choice(ids, cfg.max_points, replace=False))
+        rv = r.cpu().numpy()[ids].astype(np.float32)
+        out.append(Match3D(q, True, float(rv.max()), threshold, level, int(ok.sum()), means[ids], colors[ids], rv, ids.astype(np.int64),
+                           f"level {level}; {int(ok.sum())} instance(s); {len(ids)} points"))
+    return out
+
+
+def _no_match(q: str, best: float, threshold: float, level: str, message: str) -> Match3D:
+    return Match3D(q, False, best, threshold, level, 0, np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8),
+                   np.zeros(0, np.float32), np.zeros(0, np.int64), message)
+
+
+@dataclass
+class Map2D:
+    """The 2D answer to one query at one camera (LangSplat protocol)."""
+
+    query: str
+    level: str
+    relevancy: np.ndarray  # (H, W) float32 smoothed relevancy of the chosen level
+    mask: np.ndarray  # (H, W) bool
+    peak: tuple[int, int]  # (row, col) of the box-filtered maximum (localisation)
+    score: float  # maximum of the box-filtered relevancy
+
+
+def box_filter(img: np.ndarray, size: int) -> np.ndarray:
+    """Mean over a size x size box (edges replicated), float32."""
+    import cv2
+
+    return cv2.blur(img.astype(np.float32), (size, size), borderType=cv2.BORDER_REPLICATE)
+
+
+def langsplat_map(rel_levels: np.ndarray, query: str, levels: Sequence[str], cfg: QueryConfig) -> Map2D:
+    """Smoothing, level choice, normalisation, threshold and cleaning of LangSplat's evaluation.
+
+    rel_levels: (L, H, W) raw relevancy per level.
+    """
+    best = None
+    for li in range(rel_levels.shape[0]):
+        avg = box_filter(rel_levels[li], cfg.mask_box_px)
+        smoothed = 0.5 * (rel_levels[li] + avg)
+        score = float(avg.max())
+        if best is None or score > best[0]:
+            best = (score, li, smoothed, avg)
+    score, li, smoothed, avg = best  # type: ignore[misc]
+    n = (smoothed - smoothed.min()) / (smoothed.max() - smoothed.min() + 1e-9)
+    raw_mask = np.clip(2 * n - 1, 0, 1) > cfg.mask_threshold
+    mask = box_filter(raw_mask.astype(np.float32), cfg.mask_clean_px) > 0.5
+    peak = np.unravel_index(int(np.argmax(avg)), avg.shape)
+    return Map2D(query, levels[li], smoothed.astype(np.float32), mask, (int(peak[0]), int(peak[1])), score)
+
+
+def relevancy_maps(field: "LanguageField", viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                   text: torch.Tensor, canonical: torch.Tensor) -> np.ndarray:
+    """(Q, L, H, W) raw relevancy of the rendered semantic codes at a camera (0 where nothing renders)."""
+    r = field.render(viewmat, K, width, height)
+    L, D = len(field.levels), field.code_dim
+    codes = r.sem.reshape(height, width, L, D)
+    idx = field.lqc.nearest(codes)  # (H, W, L)
+    table = relevancy_table(field, text, canonical)  # (Q, K)
+    rel = table[:, idx].permute(0, 3, 1, 2)  # (Q, L, H, W)
+    rel = rel * (r.alpha[..., 0] > 0.5)[None, None]
+    return rel.cpu().numpy().astype(np.float32)
+
+
+def query_2d(field: "LanguageField", queries: Sequence[str], viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+             text: torch.Tensor, canonical: torch.Tensor, cfg: QueryConfig) -> list[Map2D]:
+    """2D relevancy maps and masks of every query at one camera."""
+    maps = relevancy_maps(field, viewmat, K, width, height, text, canonical)
+    return [langsplat_map(maps[i], q, field.levels, cfg) for i, q in enumerate(queries)]

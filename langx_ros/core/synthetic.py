@@ -219,10 +219,16 @@ class OracleTextEncoder:
         return np.stack([self.vectors.get(t.strip().lower(), _unit_vector("text:" + t.strip().lower(), self.dim)) for t in texts])
 
 
-def oracle_mask_features(instances: np.ndarray, encoder: OracleTextEncoder, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Oracle segments of one view: (segment id map (H, W) with -1 = none, features (M, dim)).
+class OracleSemantics:
+    """SemanticSource of the oracle-feature protocol: one level whose segments are the scene's
+    true instances, each carrying its label's oracle vector."""
 
-    Segment ids are the instance ids (so segment k is labels[k]).
-    """
-    feats = encoder.encode(labels)
-    return instances.astype(np.int64), feats
+    levels = ["instance"]
+    provenance = ORACLE_PROVENANCE
+
+    def __init__(self, scene: SyntheticScene, encoder: OracleTextEncoder):
+        self._instances = {f.frame_id: ins for f, ins in zip(scene.frames, scene.instances)}
+        self._features = encoder.encode(scene.labels)
+
+    def segment_features(self, frame: Frame) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(self._instances[frame.frame_id].astype(np.int64), self._features)]

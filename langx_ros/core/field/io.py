@@ -1,0 +1,115 @@
+"""Saving and loading fields (safetensors + JSON, no pickle), and PLY export.
+
+A saved field is a folder: ``field.safetensors`` (Gaussian parameters), ``field.json`` (levels,
+provenance, meta), ``lqc.safetensors`` + ``lqc.json``. The folder is written under a temporary
+name and renamed into place, so a reader never sees half a field and a failed save leaves the
+previous one intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from langx_ros.core.atomic import atomic_write_bytes, atomic_write_json
+from langx_ros.core.field.model import LanguageField
+from langx_ros.core.lqc import LQC
+
+FORMAT = "langx_field/1"
+PARAM_KEYS = ("means", "quats", "scales", "opacities", "colors", "sem")
+
+
+def save_field(field: LanguageField, folder: str | Path) -> Path:
+    """Write ``field`` to ``folder`` (replaced atomically if it exists)."""
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tensors = {k: field.params[k].detach().cpu().contiguous() for k in PARAM_KEYS}
+        atomic_write_bytes(tmp / "field.safetensors", save(tensors))
+        atomic_write_json(tmp / "field.json", {"format": FORMAT, "levels": field.levels, "provenance": field.provenance,
+                                              "meta": field.meta, "num_gaussians": field.num_gaussians})
+        field.lqc.save(tmp / "lqc.safetensors")
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def load_field(folder: str | Path, device: torch.device | str = "cpu") -> LanguageField:
+    """Load a field saved by :func:`save_field`; errors name the missing or bad file."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta_path = folder / "field.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"no saved field at {folder} (missing {meta_path.name})")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path}: not a langx field (format {meta.get('format')!r})")
+    tensors = load_file(str(folder / "field.safetensors"), device=str(device))
+    missing = [k for k in PARAM_KEYS if k not in tensors]
+    if missing:
+        raise ValueError(f"{folder / 'field.safetensors'} lacks {', '.join(missing)}")
+    n = tensors["means"].shape[0]
+    if any(tensors[k].shape[0] != n for k in PARAM_KEYS):
+        raise ValueError(f"{folder / 'field.safetensors'}: parameter lengths differ")
+    lqc = LQC.load(folder / "lqc.safetensors", device)
+    return LanguageField(tensors, lqc, list(meta["levels"]), dict(meta.get("provenance", {})), dict(meta.get("meta", {})))
+
+
+def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None,
+              scalars: dict[str, np.ndarray] | None = None) -> Path:
+    """Binary little-endian PLY of points with optional uint8 colours and float scalar properties."""
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if colors is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    for name in scalars or {}:
+        fields.append((name, "<f4"))
+    arr = np.zeros(len(pts), dtype=fields)
+    arr["x"], arr["y"], arr["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
+    if colors is not None:
+        c = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
+        arr["red"], arr["green"], arr["blue"] = c[:, 0], c[:, 1], c[:, 2]
+    for name, v in (scalars or {}).items():
+        arr[name] = np.asarray(v, dtype=np.float32).reshape(-1)
+    ply_type = {"<f4": "float", "u1": "uchar"}
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(pts)}"]
+    header += [f"property {ply_type[t]} {n}" for n, t in fields]
+    header.append("end_header")
+    return atomic_write_bytes(path, ("\n".join(header) + "\n").encode("ascii") + arr.tobytes())
+
+
+def read_ply(path: str | Path) -> np.ndarray:
+    """Read a binary little-endian PLY written by :func:`write_ply` (a structured array)."""
+    data = Path(path).read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    lines = data[:end].decode("ascii").splitlines()
+    if lines[1] != "format binary_little_endian 1.0":
+        raise ValueError(f"{path}: only binary little-endian PLY is read here")
+    n = int(next(line.split()[2] for line in lines if line.startswith("element vertex")))
+    types = {"float": "<f4", "uchar": "u1"}
+    fields = [(line.split()[2], types[line.split()[1]]) for line in lines if line.startswith("property")]
+    return np.frombuffer(data[end:], dtype=fields, count=n)
+
+
+def export_field_ply(field: LanguageField, path: str | Path) -> Path:
+    """The field's Gaussian centres with colour, opacity and scale as a PLY point cloud."""
+    scales = torch.exp(field.params["scales"].detach()).cpu().numpy()
+    return write_ply(path, field.params["means"].detach().cpu().numpy(), field.colors_uint8(),
+                     {"opacity": field.opacities().cpu().numpy(), "scale_max": scales.max(1), "scale_min": scales.min(1)})

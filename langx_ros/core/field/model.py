@@ -1,0 +1,104 @@
+"""LanguageField: a trained Gaussian field with its LQC, renderable and queryable.
+
+Every Gaussian carries one LQC code per segmentation level; each code maps to its nearest
+codebook entry (computed once, cached), so a text query needs relevancies for the K codebook
+features only, then a gather per Gaussian (3D) or per rendered pixel (2D).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from langx_ros.core.field.train import Rendered, activated, render_view
+from langx_ros.core.lqc import LQC
+
+
+@dataclass
+class LanguageField:
+    """A field ready for queries.
+
+    ``params`` holds the raw Gaussian parameters (see gaussians.py); ``levels`` names the
+    semantic levels (e.g. ["s", "m", "l"]); ``provenance`` says where every part came from
+    (weights real/random, oracle features, fallbacks) and travels with every answer.
+    """
+
+    params: dict[str, torch.Tensor]
+    lqc: LQC
+    levels: list[str]
+    provenance: dict[str, str] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+    _code_index: torch.Tensor | None = field(default=None, repr=False)
+    _codebook_features: torch.Tensor | None = field(default=None, repr=False)
+    _spacing: float | None = field(default=None, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.params["means"].device
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.params["means"].shape[0])
+
+    @property
+    def code_dim(self) -> int:
+        return self.lqc.cfg.code_dim
+
+    def provenance_text(self) -> str:
+        return "; ".join(f"{k}: {v}" for k, v in self.provenance.items())
+
+    def to(self, device: torch.device | str) -> "LanguageField":
+        p = {k: v.detach().to(device) for k, v in self.params.items()}
+        return LanguageField(p, self.lqc.to(device), list(self.levels), dict(self.provenance), dict(self.meta))
+
+    @torch.no_grad()
+    def codes(self) -> torch.Tensor:
+        """(N, L, D) semantic codes."""
+        return self.params["sem"].detach().reshape(self.num_gaussians, len(self.levels), self.code_dim)
+
+    @torch.no_grad()
+    def code_index(self) -> torch.Tensor:
+        """(N, L) nearest codebook entry of every Gaussian's code per level (cached)."""
+        if self._code_index is None or self._code_index.shape[0] != self.num_gaussians:
+            self._code_index = self.lqc.nearest(self.codes())
+        return self._code_index
+
+    @torch.no_grad()
+    def codebook_features(self) -> torch.Tensor:
+        """(K, F) decoded, normalised features of the codebook (cached)."""
+        if self._codebook_features is None:
+            self._codebook_features = self.lqc.codebook_features()
+        return self._codebook_features
+
+    @torch.no_grad()
+    def opacities(self) -> torch.Tensor:
+        return torch.sigmoid(self.params["opacities"].detach())
+
+    @torch.no_grad()
+    def colors_uint8(self) -> np.ndarray:
+        return (torch.sigmoid(self.params["colors"].detach()).clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+    @torch.no_grad()
+    def point_spacing(self) -> float:
+        """Median distance between neighbouring Gaussian centres (cached)."""
+        if self._spacing is None:
+            from scipy.spatial import cKDTree
+
+            m = self.params["means"].detach().cpu().numpy()
+            if len(m) < 2:
+                self._spacing = 0.01
+            else:
+                sample = m[np.random.default_rng(0).choice(len(m), min(len(m), 20000), replace=False)]
+                d, _ = cKDTree(m).query(sample, k=2)
+                self._spacing = float(np.median(d[:, 1]))
+        return self._spacing
+
+    @torch.no_grad()
+    def render(self, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int, backend: str = "auto") -> Rendered:
+        """Render RGB, depth, normals and semantic codes at a camera (no gradients)."""
+        p = torch.nn.ParameterDict({k: torch.nn.Parameter(v, requires_grad=False) for k, v in self.params.items()})
+        return render_view(p, viewmat.to(self.device), K.to(self.device), width, height, backend)
+
+    def activated(self) -> dict[str, torch.Tensor]:
+        return activated(self.params)  # type: ignore[arg-type]

@@ -1,0 +1,183 @@
+"""Orchestration: posed frames -> language field.
+
+    frames --(semantics: segments per level + one language feature per segment)--> LQC codes
+           --(depth points)--> Gaussians --(training)--> LanguageField
+
+Semantics and text are pluggable (:class:`SemanticSource`, :class:`TextEncoder`): open_clip +
+SAM2 on real weights, or the oracle-feature protocol on generated scenes. Progress and
+cancellation go through one callback and one flag, used alike by the ROS action and the CLI.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from langx_ros.core.config import param
+from langx_ros.core.field.gaussians import init_from_points
+from langx_ros.core.field.model import LanguageField
+from langx_ros.core.field.train import Cancelled, FieldConfig, TrainView, train_field
+from langx_ros.core.frames import Frame, FrameError, backproject, normals_from_depth, validate_frame
+from langx_ros.core.lqc import LQC, LQCConfig, train_lqc
+
+ProgressFn = Callable[[str, float, str], None]  # (stage, stage fraction, detail)
+CancelFn = Callable[[], bool]
+
+STAGES = ("validate", "semantics", "lqc", "init", "field")
+
+
+class SemanticSource(Protocol):
+    """Segments at several levels and one language feature per segment, for each frame."""
+
+    levels: list[str]
+    provenance: str
+
+    def segment_features(self, frame: Frame) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per level: (segment id map (H, W) int64, -1 = none; features (M, F) float32)."""
+        ...
+
+
+class TextEncoder(Protocol):
+    """Text -> embeddings in the feature space of the SemanticSource."""
+
+    provenance: str
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), F) float32."""
+        ...
+
+
+@dataclass
+class ReconstructConfig:
+    """The reconstruction (the field and the LQC have their own sections)."""
+
+    lqc_path: str = param("", "Trained LQC (.safetensors + .json); empty = fit one on the scene's own features ('per-scene LQC').")
+    min_frames: int = param(2, "Fewest frames a reconstruction accepts.", min=1, max=10_000)
+
+
+@dataclass
+class ReconstructResult:
+    field: LanguageField
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+def _views(frames: Sequence[Frame], normals: Sequence[np.ndarray], sem: list[list[tuple[np.ndarray, np.ndarray]]] | None,
+           codes_per_frame: list[list[np.ndarray]] | None, device: torch.device) -> list[TrainView]:
+    out = []
+    for i, f in enumerate(frames):
+        t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
+        v = TrainView(t(f.rgb / 255.0), t(f.K), t(np.linalg.inv(f.pose)),
+                      None if f.depth is None else t(f.depth), t(normals[i]) if normals[i] is not None else None)
+        if sem is not None and codes_per_frame is not None:
+            segs = np.stack([s for s, _ in sem[i]])  # (L, H, W)
+            codes = np.stack([c[np.clip(s, 0, None)] for (s, _), c in zip(sem[i], codes_per_frame[i])])  # (L, H, W, D)
+            v.seg = t(segs, torch.long)
+            v.sem_valid = t(segs >= 0, torch.bool)
+            v.sem = t(codes)
+        out.append(v)
+    return out
+
+
+def reconstruct(
+    frames: Sequence[Frame],
+    semantics: SemanticSource,
+    text_encoder: TextEncoder,
+    cfg: ReconstructConfig,
+    field_cfg: FieldConfig,
+    lqc_cfg: LQCConfig,
+    canonical_phrases: Sequence[str],
+    device: torch.device | str = "cpu",
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> ReconstructResult:
+    """Build a LanguageField from posed RGB-D frames.
+
+    Raises:
+        FrameError: fewer than ``cfg.min_frames`` frames, or a frame without pose or depth.
+        Cancelled: the cancel flag was set (checked between and inside stages).
+    """
+    device = torch.device(device)
+    timings: dict[str, float] = {}
+    report = progress or (lambda stage, frac, detail: None)
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel():
+            raise Cancelled("reconstruction cancelled")
+
+    t = time.perf_counter()
+    report("validate", 0.0, f"{len(frames)} frames")
+    if len(frames) < cfg.min_frames:
+        raise FrameError(f"a reconstruction needs at least {cfg.min_frames} frames, got {len(frames)}")
+    frames = [validate_frame(f) for f in frames]
+    for f in frames:
+        if f.pose is None:
+            raise FrameError(f"frame {f.frame_id} has no camera pose")
+        if f.depth is None:
+            raise FrameError(f"frame {f.frame_id} has no depth (reconstruction without depth is not supported yet)")
+    normals = [normals_from_depth(f.depth, f.K, f.pose) for f in frames]
+    timings["validate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sem: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    for i, f in enumerate(frames):
+        check_cancel()
+        sem.append(semantics.segment_features(f))
+        report("semantics", (i + 1) / len(frames), f"frame {f.frame_id}")
+    timings["semantics"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    check_cancel()
+    all_feats = np.concatenate([feats for per in sem for _, feats in per if len(feats)], axis=0)
+    canonical = torch.as_tensor(text_encoder.encode(list(canonical_phrases)))
+    if cfg.lqc_path:
+        lqc = LQC.load(Path(cfg.lqc_path).expanduser(), device)
+        lqc_note = f"trained LQC {cfg.lqc_path} ({lqc.provenance})"
+        lqc_stats: dict = {}
+    else:
+        lqc_cfg_eff = lqc_cfg
+        lqc, lqc_stats = train_lqc(torch.as_tensor(all_feats), lqc_cfg_eff, text=canonical, device=device,
+                                   progress=lambda fr, d: report("lqc", fr, d), cancel=cancel)
+        check_cancel()
+        lqc.provenance = f"per-scene LQC fitted on {len(all_feats)} features of this scene"
+        lqc_note = lqc.provenance
+    with torch.no_grad():
+        codes_per_frame = [[lqc.quantize(torch.as_tensor(feats, device=device))[1].cpu().numpy() if len(feats) else
+                            np.zeros((0, lqc.cfg.code_dim), np.float32) for _, feats in per] for per in sem]
+    timings["lqc"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    check_cancel()
+    pts, cols, nrm = [], [], []
+    for f, n in zip(frames, normals):
+        p, c, pix = backproject(f, field_cfg.init_stride)
+        nn = n[pix[:, 0], pix[:, 1]]
+        ok = np.isfinite(nn).all(axis=1)
+        pts.append(p[ok])
+        cols.append(c[ok])
+        nrm.append(nn[ok])
+    levels = list(semantics.levels)
+    params = init_from_points(np.concatenate(pts), np.concatenate(cols), np.concatenate(nrm), len(levels) * lqc.cfg.code_dim,
+                              field_cfg.max_gaussians, field_cfg.flatness, device=device, seed=field_cfg.seed)
+    views = _views(frames, normals, sem, codes_per_frame, device)
+    report("init", 1.0, f"{params['means'].shape[0]} Gaussians from depth")
+    timings["init"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stats = train_field(params, views, field_cfg, len(levels), progress=lambda fr, d: report("field", fr, d), cancel=cancel)
+    timings["field"] = time.perf_counter() - t
+
+    provenance = {
+        "semantics": semantics.provenance,
+        "text": text_encoder.provenance,
+        "lqc": lqc_note,
+        "renderer": stats["backend"],
+        "geometry": "depth from the frames",
+    }
+    lf = LanguageField({k: v.detach() for k, v in params.items()}, lqc.eval(), levels, provenance,
+                       {"frames": [f.frame_id for f in frames], "timings": timings, "canonical_phrases": list(canonical_phrases)})
+    return ReconstructResult(lf, timings, {"field": stats, "lqc": lqc_stats})
