@@ -211,3 +211,20 @@ def normals_from_depth(depth: np.ndarray, K: np.ndarray, pose: np.ndarray | None
         n = n @ np.asarray(pose)[:3, :3].T
     n[~np.isfinite(n).all(axis=-1)] = np.nan
     return n.astype(np.float32)
+
+
+def resize_frame(frame: Frame, width: int, height: int) -> Frame:
+    """The frame at another resolution: colour by area averaging, depth by nearest neighbour
+    (no mixing of foreground and background depths), intrinsics scaled to match."""
+    import cv2
+
+    sx, sy = width / frame.width, height / frame.height
+    K = frame.K.copy()
+    K[0, :] *= sx
+    K[1, :] *= sy
+    K[2] = [0.0, 0.0, 1.0]
+    rgb = cv2.resize(frame.rgb, (width, height), interpolation=cv2.INTER_AREA)
+    depth = None
+    if frame.depth is not None:
+        depth = cv2.resize(frame.depth, (width, height), interpolation=cv2.INTER_NEAREST)
+    return Frame(frame.frame_id, rgb, K, frame.pose, depth, frame.stamp)

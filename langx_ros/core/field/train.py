@@ -19,7 +19,7 @@ import torch
 from langx_ros.core.config import param
 from langx_ros.core.field import losses as L
 from langx_ros.core.field.gaussians import gaussian_normals, normals_facing
-from langx_ros.core.field.render import RenderOutput, rasterize
+from langx_ros.core.field.render import BACKEND_GSPLAT, BACKEND_TORCH, RenderOutput, rasterize
 
 
 class Cancelled(Exception):
@@ -230,7 +230,7 @@ def train_field(
     return {
         "iterations": cfg.iterations,
         "seconds": time.perf_counter() - t0,
-        "backend": backend,
+        "backend": BACKEND_GSPLAT if backend == "gsplat" else BACKEND_TORCH,
         "num_gaussians": int(params["means"].shape[0]),
         "history": history,
         "densified": strategy is not None,
