@@ -80,13 +80,22 @@ class LQC(nn.Module):
         return self.encoder(F.normalize(x, dim=-1))
 
     def nearest(self, z: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-        """Index (...) of the nearest codebook entry of each code (chunked to bound memory)."""
-        flat = z.reshape(-1, z.shape[-1])
+        """Index (...) of the nearest codebook entry of each code.
+
+        On the CPU a KD-tree over the codebook (low-dimensional codes: the tree's home ground);
+        on a GPU chunked distance matrices.
+        """
+        flat = z.detach().reshape(-1, z.shape[-1])
         cb = self.codebook.detach()
+        if flat.device.type == "cpu":
+            from scipy.spatial import cKDTree
+
+            _, idx = cKDTree(cb.numpy()).query(flat.float().numpy(), k=1, workers=-1)
+            return torch.as_tensor(idx, dtype=torch.long).reshape(z.shape[:-1])
         cb_sq = (cb * cb).sum(-1)
         out = torch.empty(flat.shape[0], dtype=torch.long, device=z.device)
         for s in range(0, flat.shape[0], chunk):
-            q = flat[s : s + chunk].detach()
+            q = flat[s : s + chunk]
             d = (q * q).sum(-1, keepdim=True) - 2 * q @ cb.T + cb_sq[None]
             out[s : s + chunk] = d.argmin(-1)
         return out.reshape(z.shape[:-1])

@@ -122,52 +122,87 @@ def connected_instances(points: np.ndarray, radius: float) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+@dataclass
+class Candidates:
+    """Gaussians selected for one query, before instance separation (tensors on the field's device)."""
+
+    level: int
+    peak: float  # highest relevancy among visible Gaussians at that level
+    cutoff: float  # relevancy a Gaussian needed to be selected
+    ids: torch.Tensor  # (S,) selected Gaussian indices
+    relevancy: torch.Tensor  # (S,) their relevancy
+
+
+def select_candidates(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor, threshold: float,
+                      cfg: QueryConfig) -> list[Candidates]:
+    """The device-side part of 3D selection, for every query (no host copies of all N).
+
+    Level choice: the level whose highest relevancy among Gaussians of opacity >= min_opacity is
+    largest. Selection: relevancy >= threshold and >= min + relative_cutoff * (max - min).
+    An empty ``ids`` means no Gaussian reached the threshold.
+    """
+    rel_all = gaussian_relevancy(field, text, canonical)  # (Q, L, N)
+    visible = field.opacities() >= cfg.min_opacity
+    neg = torch.tensor(-1.0, device=rel_all.device)
+    rel_vis = torch.where(visible, rel_all, neg)
+    peaks = rel_vis.max(dim=2).values  # (Q, L)
+    levels = peaks.argmax(dim=1)  # (Q,)
+    big = torch.tensor(2.0, device=rel_all.device)
+    lows = torch.where(visible, rel_all, big).min(dim=2).values  # (Q, L)
+    out = []
+    for qi in range(rel_all.shape[0]):
+        lvl = int(levels[qi])
+        best, lo = float(peaks[qi, lvl]), float(lows[qi, lvl])
+        if best < threshold:
+            e = torch.empty(0, dtype=torch.long, device=rel_all.device)
+            out.append(Candidates(lvl, best, threshold, e, e.float()))
+            continue
+        cutoff = max(threshold, lo + cfg.relative_cutoff * (best - lo))
+        r = rel_vis[qi, lvl]
+        ids = torch.nonzero(r >= cutoff).squeeze(1)
+        out.append(Candidates(lvl, best, cutoff, ids, r[ids]))
+    return out
+
+
 def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor, canonical: torch.Tensor,
               threshold: float, cfg: QueryConfig) -> list[Match3D]:
     """3D answers: per query the best instance of Gaussians relevant to it (or "no match").
 
-    Level choice: the level whose highest Gaussian relevancy is largest. Selection: relevancy
-    >= threshold and >= min + relative_cutoff * (max - min) among Gaussians of opacity >=
-    min_opacity. Instances: connected components (cluster_radius); the instance with the most
-    relevancy mass above the cutoff is returned.
+    Selection as in :func:`select_candidates`; instances are connected components of the
+    selected centres (cluster_radius); the instance with the most relevancy mass above the
+    cutoff is returned.
     """
-    rel_all = gaussian_relevancy(field, text, canonical)  # (Q, L, N)
-    visible = field.opacities() >= cfg.min_opacity
-    means = field.params["means"].detach().cpu().numpy().astype(np.float32)
-    colors = field.colors_uint8()
     radius = cfg.cluster_radius if cfg.cluster_radius > 0 else 3.0 * field.point_spacing()
+    means = field.params["means"].detach()
+    colors = torch.sigmoid(field.params["colors"].detach())
     out = []
-    for qi, q in enumerate(queries):
-        rel = torch.where(visible[None, :], rel_all[qi], torch.zeros_like(rel_all[qi]))
-        peak = rel.max(dim=1).values  # (L,)
-        lvl = int(torch.argmax(peak))
-        r = rel[lvl]
-        r_vis = r[visible]
-        best = float(peak[lvl])
-        level = field.levels[lvl]
-        if r_vis.numel() == 0 or best < threshold:
-            out.append(_no_match(q, best, threshold, level, f"no match above threshold {threshold:.2f} (best {best:.2f})"))
+    for q, c in zip(queries, select_candidates(field, text, canonical, threshold, cfg)):
+        level = field.levels[c.level]
+        if c.ids.numel() == 0:
+            out.append(_no_match(q, c.peak, threshold, level, f"no match above threshold {threshold:.2f} (best {c.peak:.2f})"))
             continue
-        lo = float(r_vis.min())
-        cutoff = max(threshold, lo + cfg.relative_cutoff * (best - lo))
-        sel = torch.nonzero((r >= cutoff) & visible).squeeze(1).cpu().numpy()
-        labels = connected_instances(means[sel], radius)
-        r_sel = r.cpu().numpy()[sel]
+        ids = c.ids.cpu().numpy()
+        pts = means[c.ids].cpu().numpy().astype(np.float32)
+        r_sel = c.relevancy.cpu().numpy()
+        labels = connected_instances(pts, radius)
         sizes = np.bincount(labels)
-        mass = np.bincount(labels, weights=r_sel - cutoff + 1e-6)
+        mass = np.bincount(labels, weights=r_sel - c.cutoff + 1e-6)
         ok = sizes >= cfg.min_instance_points
         if not ok.any():
-            out.append(_no_match(q, best, threshold, level,
-                                 f"only {len(sel)} scattered Gaussians above {cutoff:.2f} (no group of >= {cfg.min_instance_points})"))
+            out.append(_no_match(q, c.peak, threshold, level,
+                                 f"only {len(ids)} scattered Gaussians above {c.cutoff:.2f} (no group of >= {cfg.min_instance_points})"))
             continue
         mass[~ok] = -1
-        inst = int(np.argmax(mass))
-        ids = sel[labels == inst]
-        if len(ids) > cfg.max_points:
-            ids = np.sort(np.random.default_rng(0).choice(ids, cfg.max_points, replace=False))
-        rv = r.cpu().numpy()[ids].astype(np.float32)
-        out.append(Match3D(q, True, float(rv.max()), threshold, level, int(ok.sum()), means[ids], colors[ids], rv, ids.astype(np.int64),
-                           f"level {level}; {int(ok.sum())} instance(s); {len(ids)} points"))
+        keep = labels == int(np.argmax(mass))
+        if keep.sum() > cfg.max_points:
+            chosen = np.random.default_rng(0).choice(np.nonzero(keep)[0], cfg.max_points, replace=False)
+            keep = np.zeros_like(keep)
+            keep[chosen] = True
+        sel_ids = ids[keep]
+        rv = r_sel[keep].astype(np.float32)
+        col = (colors[torch.as_tensor(sel_ids, device=colors.device)].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        out.append(Match3D(q, True, float(rv.max()), threshold, level, int(ok.sum()), pts[keep], col, rv, sel_ids.astype(np.int64),
+                           f"level {level}; {int(ok.sum())} instance(s); {len(sel_ids)} points"))
     return out
 
 
@@ -215,17 +250,22 @@ def langsplat_map(rel_levels: np.ndarray, query: str, levels: Sequence[str], cfg
     return Map2D(query, levels[li], smoothed.astype(np.float32), mask, (int(peak[0]), int(peak[1])), score)
 
 
+def relevancy_from_codes(field: "LanguageField", sem: torch.Tensor, alpha: torch.Tensor, text: torch.Tensor,
+                         canonical: torch.Tensor) -> torch.Tensor:
+    """(Q, L, H, W) relevancy of rendered codes sem (H, W, L * D); 0 where alpha <= 0.5."""
+    h, w = sem.shape[:2]
+    codes = sem.reshape(h, w, len(field.levels), field.code_dim)
+    idx = field.lqc.nearest(codes)  # (H, W, L)
+    table = relevancy_table(field, text, canonical)  # (Q, K)
+    rel = table[:, idx].permute(0, 3, 1, 2)
+    return rel * (alpha[..., 0] > 0.5)[None, None]
+
+
 def relevancy_maps(field: "LanguageField", viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
                    text: torch.Tensor, canonical: torch.Tensor) -> np.ndarray:
     """(Q, L, H, W) raw relevancy of the rendered semantic codes at a camera (0 where nothing renders)."""
     r = field.render(viewmat, K, width, height)
-    L, D = len(field.levels), field.code_dim
-    codes = r.sem.reshape(height, width, L, D)
-    idx = field.lqc.nearest(codes)  # (H, W, L)
-    table = relevancy_table(field, text, canonical)  # (Q, K)
-    rel = table[:, idx].permute(0, 3, 1, 2)  # (Q, L, H, W)
-    rel = rel * (r.alpha[..., 0] > 0.5)[None, None]
-    return rel.cpu().numpy().astype(np.float32)
+    return relevancy_from_codes(field, r.sem, r.alpha, text, canonical).cpu().numpy().astype(np.float32)
 
 
 def query_2d(field: "LanguageField", queries: Sequence[str], viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
