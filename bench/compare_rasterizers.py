@@ -49,9 +49,9 @@ def main() -> None:
     (og, gg), (ot, gt) = outs["gsplat"], outs["torch"]
     cover = float((og.alpha > 0.01).float().mean())
     diff = {
-        "features": float((og.features - ot.features).abs().max()),
-        "alpha": float((og.alpha - ot.alpha).abs().max()),
-        "depth_where_alpha>0.5": float(((og.depth - ot.depth).abs() * (og.alpha > 0.5)).max()),
+        "features": float((og.features - ot.features).detach().abs().max()),
+        "alpha": float((og.alpha - ot.alpha).detach().abs().max()),
+        "depth_where_alpha>0.5": float(((og.depth - ot.depth).detach().abs() * (og.alpha > 0.5)).max()),
     }
     names = ["means", "quats", "scales", "opacities", "features"]
     grad = {n: float((x - y).abs().max() / (x.abs().max() + 1e-12)) for n, x, y in zip(names, gg, gt)}

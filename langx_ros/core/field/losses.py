@@ -1,6 +1,8 @@
 """Losses of the field: photometric (L1 + SSIM), depth, normals, semantics (L2, L_s2d, L_s3d)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -38,12 +40,16 @@ def photometric_loss(render: torch.Tensor, target: torch.Tensor, lambda_ssim: fl
     return (1 - lambda_ssim) * l1 + lambda_ssim * (1 - ssim(render, target))
 
 
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of values where mask holds (0 when it never does); no host synchronisation."""
+    m = mask.to(values.dtype)
+    return (torch.nan_to_num(values) * m).sum() / m.sum().clamp(min=1.0)
+
+
 def depth_loss(render: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute depth error over pixels with a reading (target NaN = none)."""
     valid = torch.isfinite(target)
-    if not valid.any():
-        return render.sum() * 0
-    return (render[valid] - target[valid]).abs().mean()
+    return _masked_mean((render - torch.nan_to_num(target)).abs(), valid)
 
 
 def normal_loss(render: torch.Tensor, target: torch.Tensor, max_angle_deg: float) -> torch.Tensor:
@@ -56,10 +62,8 @@ def normal_loss(render: torch.Tensor, target: torch.Tensor, max_angle_deg: float
     r = F.normalize(render, dim=-1)
     t = torch.nan_to_num(target)
     cos = (r * t).sum(-1)
-    keep = valid & (cos >= torch.cos(torch.deg2rad(torch.tensor(max_angle_deg, device=r.device))))
-    if not keep.any():
-        return render.sum() * 0
-    return (1 - cos[keep]).mean()
+    keep = valid & (cos >= math.cos(math.radians(max_angle_deg)))
+    return _masked_mean(1 - cos, keep)
 
 
 def semantic_loss(render: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -67,35 +71,44 @@ def semantic_loss(render: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
 
     render, target: (H, W, D); valid: (H, W) bool.
     """
-    if not valid.any():
-        return render.sum() * 0
-    return ((render[valid] - target[valid]) ** 2).sum(-1).mean()
+    return _masked_mean(((render - target) ** 2).sum(-1), valid)
 
 
-def same_segment_pairs(seg: torch.Tensor, n_pairs: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random pixel pairs (flat indices) that lie in the same segment of ``seg`` (-1 = none)."""
-    flat = seg.reshape(-1)
-    idx = torch.nonzero(flat >= 0).squeeze(1)
-    if idx.numel() < 2:
-        e = torch.empty(0, dtype=torch.long, device=seg.device)
-        return e, e
-    order = idx[torch.argsort(flat[idx], stable=True)]
-    ids = flat[order]
-    # start and length of each segment's run in the sorted order
-    change = torch.ones_like(ids, dtype=torch.bool)
-    change[1:] = ids[1:] != ids[:-1]
-    starts = torch.nonzero(change).squeeze(1)
-    lengths = torch.diff(torch.cat([starts, torch.tensor([ids.numel()], device=seg.device)]))
-    run_of = torch.cumsum(change.long(), 0) - 1
-    a_pos = torch.randint(0, order.numel(), (n_pairs,), device=seg.device, generator=generator)
-    r = run_of[a_pos]
-    b_pos = starts[r] + (torch.rand(n_pairs, device=seg.device, generator=generator) * lengths[r]).long().clamp(max=lengths[r] - 1)
-    return order[a_pos], order[b_pos]
+class SegmentPairs:
+    """Samples random pixel pairs lying in the same segment of an id map (-1 = none).
+
+    The map is indexed once (pixels sorted by segment); each draw is then a few random-index
+    gathers on the device, without host synchronisation.
+    """
+
+    def __init__(self, seg: torch.Tensor):
+        flat = seg.reshape(-1)
+        idx = torch.nonzero(flat >= 0).squeeze(1)
+        self.order = idx[torch.argsort(flat[idx], stable=True)]
+        ids = flat[self.order]
+        change = torch.ones_like(ids, dtype=torch.bool)
+        change[1:] = ids[1:] != ids[:-1]
+        self.starts = torch.nonzero(change).squeeze(1)
+        self.lengths = torch.diff(torch.cat([self.starts, torch.tensor([ids.numel()], device=seg.device)]))
+        self.run_of = torch.cumsum(change.long(), 0) - 1
+        self.size = int(self.order.numel())
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b): flat pixel indices, pairwise in one segment (empty when the map has < 2 pixels)."""
+        dev = self.order.device
+        if self.size < 2:
+            e = torch.empty(0, dtype=torch.long, device=dev)
+            return e, e
+        a_pos = torch.randint(0, self.size, (n,), device=dev, generator=generator)
+        r = self.run_of[a_pos]
+        offset = (torch.rand(n, device=dev, generator=generator) * self.lengths[r]).long()
+        b_pos = self.starts[r] + torch.minimum(offset, self.lengths[r] - 1)
+        return self.order[a_pos], self.order[b_pos]
 
 
-def s2d_loss(render: torch.Tensor, seg: torch.Tensor, n_pairs: int = 4096) -> torch.Tensor:
+def s2d_loss(render: torch.Tensor, pairs: SegmentPairs, n_pairs: int = 4096) -> torch.Tensor:
     """L_s2d: rendered features of pixel pairs inside one mask should agree."""
-    a, b = same_segment_pairs(seg, n_pairs)
+    a, b = pairs.sample(n_pairs)
     if a.numel() == 0:
         return render.sum() * 0
     f = render.reshape(-1, render.shape[-1])

@@ -173,23 +173,25 @@ def train_field(
     t0 = time.perf_counter()
     history: list[dict] = []
     report_every = max(1, cfg.iterations // 100)
+    pairs = {(i, lvl): L.SegmentPairs(v.seg[lvl]) for i, v in enumerate(views) if v.seg is not None for lvl in range(levels)}
     for it in range(cfg.iterations):
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled at iteration {it}/{cfg.iterations}")
-        v = views[int(rng.integers(len(views)))]
+        vi = int(rng.integers(len(views)))
+        v = views[vi]
         semantic_phase = has_sem and it >= sem_start and v.sem is not None
         r = render_view(params, v.viewmat, v.K, v.width, v.height, backend)
         loss = L.photometric_loss(r.rgb, v.rgb, cfg.lambda_ssim)
-        parts = {"rgb": float(loss.detach())}
+        parts = {"rgb": loss.detach()}  # tensors: read back only when reported (no per-step sync)
         if v.depth is not None and cfg.lambda_depth > 0:
             ld = L.depth_loss(r.depth[..., 0], v.depth)
             loss = loss + cfg.lambda_depth * ld
-            parts["depth"] = float(ld.detach())
+            parts["depth"] = ld.detach()
         w_n = cfg.lambda_normal * min(1.0, max(0.0, (it / cfg.iterations - cfg.normal_start) / cfg.normal_ramp))
         if v.normals is not None and w_n > 0:
             ln = L.normal_loss(r.normals, v.normals, cfg.normal_max_angle_deg)
             loss = loss + w_n * ln
-            parts["normal"] = float(ln.detach())
+            parts["normal"] = ln.detach()
         if cfg.lambda_flat > 0:
             loss = loss + cfg.lambda_flat * torch.exp(params["scales"]).min(dim=1).values.mean()
         if semantic_phase:
@@ -197,9 +199,9 @@ def train_field(
                 sl = slice(lvl * code_dim, (lvl + 1) * code_dim)
                 ls = L.semantic_loss(r.sem[..., sl], v.sem[lvl], v.sem_valid[lvl])
                 loss = loss + cfg.lambda_sem * ls / levels
-                parts[f"sem{lvl}"] = float(ls.detach())
+                parts[f"sem{lvl}"] = ls.detach()
                 if cfg.lambda_s2d > 0 and v.seg is not None:
-                    loss = loss + cfg.lambda_s2d * L.s2d_loss(r.sem[..., sl], v.seg[lvl]) / levels
+                    loss = loss + cfg.lambda_s2d * L.s2d_loss(r.sem[..., sl], pairs[(vi, lvl)]) / levels
             if cfg.lambda_s3d > 0:
                 if neighbours is None or neighbours.shape[0] != params["means"].shape[0] or (it - sem_start) % cfg.knn_every == 0:
                     neighbours = L.knn(params["means"], cfg.knn)
@@ -219,14 +221,15 @@ def train_field(
                 low = torch.sigmoid(params["opacities"]) < cfg.prune_opacity
             if low.any() and not low.all():
                 remove(params, optimizers, state, low)
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"field training diverged at iteration {it} (loss {float(loss.detach())})")
         if (it + 1) % report_every == 0 or it + 1 == cfg.iterations:
-            parts["loss"] = float(loss.detach())
-            parts["iteration"] = it + 1
-            history.append(parts)
+            rec = {k: float(v) for k, v in parts.items()}
+            rec["loss"] = float(loss.detach())
+            rec["iteration"] = it + 1
+            if not math.isfinite(rec["loss"]):
+                raise FloatingPointError(f"field training diverged by iteration {it + 1} (loss {rec['loss']})")
+            history.append(rec)
             if progress is not None:
-                progress((it + 1) / cfg.iterations, f"iteration {it + 1}/{cfg.iterations}, loss {float(loss.detach()):.4f}, {params['means'].shape[0]} Gaussians")
+                progress((it + 1) / cfg.iterations, f"iteration {it + 1}/{cfg.iterations}, loss {rec['loss']:.4f}, {params['means'].shape[0]} Gaussians")
     return {
         "iterations": cfg.iterations,
         "seconds": time.perf_counter() - t0,
