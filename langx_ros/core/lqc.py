@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from langx_ros.core.atomic import atomic_write_bytes, atomic_write_json
-from langx_ros.core.config import from_flat, param
+from langx_ros.core.config_fields import from_flat, param
 
 
 @dataclass

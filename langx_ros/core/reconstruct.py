@@ -17,7 +17,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from langx_ros.core.config import param
+from langx_ros.core.config_fields import param
 from langx_ros.core.field.gaussians import init_from_points
 from langx_ros.core.field.model import LanguageField
 from langx_ros.core.field.train import Cancelled, FieldConfig, TrainView, train_field

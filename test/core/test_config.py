@@ -115,3 +115,15 @@ def test_unreadable_parameter_file(tmp_path):
     with pytest.raises(ConfigError, match="no ros__parameters"):
         read_parameter_file(bad)
 
+
+
+def test_shipped_yaml_is_generated_from_the_dataclasses():
+    """config/langx.yaml is the generator's output: run `python -m langx_ros.cli.config_yaml > config/langx.yaml`."""
+    from langx_ros.cli.config_yaml import render
+
+    assert (REPO / "config" / "langx.yaml").read_text() == render()
+
+
+def test_every_stage_has_a_section():
+    names = {s.name.split(".")[0] for s in iter_params(LangxConfig)}
+    assert {"device", "models", "segment", "features", "lqc", "field", "reconstruct", "query"} <= names

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from langx_ros.core.config import param
+from langx_ros.core.config_fields import param
 from langx_ros.core.field import losses as L
 from langx_ros.core.field.gaussians import gaussian_normals, normals_facing
 from langx_ros.core.field.render import BACKEND_GSPLAT, BACKEND_TORCH, RenderOutput, rasterize
