@@ -26,6 +26,8 @@ setup(
         "console_scripts": [
             "langx_node = langx_ros.ros.node:main",
             "langx-demo = langx_ros.cli.demo:main",
+            "langx-train-lqc = langx_ros.cli.train_lqc:main",
+            "langx-eval = langx_ros.cli.evaluate:main",
         ],
     },
 )
