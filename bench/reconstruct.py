@@ -46,17 +46,30 @@ def synthetic(a, device) -> dict:
     train, held = scene.frames[: a.views], scene.frames[a.views:]
     enc = OracleTextEncoder(scene.labels)
     qcfg = QueryConfig(threshold=0.8)
+    semantics = OracleSemantics(scene, enc)
+    if a.semantics == "random-weights":
+        # the real SAM2 + open_clip code path with RANDOM WEIGHTS: stage timings only
+        from langx_ros.core.features import ClipModel, ClipSegmentFeatures, FeatureConfig
+        from langx_ros.core.segment import SAM2Segmenter, SegmentConfig
+
+        sam = SAM2Segmenter.build(None, SegmentConfig(pred_iou_threshold=0.0), str(device), "RANDOM WEIGHTS (benchmark)")
+        clip = ClipModel("ViT-B-16", None, device, "RANDOM WEIGHTS (benchmark)")
+        semantics = ClipSegmentFeatures(sam, clip, FeatureConfig())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = reconstruct(train, OracleSemantics(scene, enc), enc, ReconstructConfig(), FieldConfig(iterations=a.iters),
+    res = reconstruct(train, semantics, enc if a.semantics == "oracle" else semantics.clip, ReconstructConfig(), FieldConfig(iterations=a.iters),
                       LQCConfig(steps=a.lqc_steps, batch_size=4096), qcfg.canonical_phrases, device=device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
     f = res.field
+    if a.semantics != "oracle":
+        print(f"RANDOM WEIGHTS {a.views} keyframes {a.width}x{a.height} on {device}: {wall:.1f} s "
+              f"({', '.join(f'{k} {v:.1f}s' for k, v in res.timings.items())}), peak GPU {peak}")
+        return {"wall_s": wall, "timings": res.timings, "peak_gpu_gib": peak, "protocol": "random weights: timings only"}
     labels = scene.labels[1:]
     canon = torch.tensor(enc.encode(qcfg.canonical_phrases), device=device)
     text = torch.tensor(enc.encode(labels), device=device)
@@ -135,10 +148,12 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=3000)
     ap.add_argument("--lqc-steps", type=int, default=1000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--semantics", choices=["oracle", "random-weights"], default="oracle",
+                    help="oracle-feature protocol, or SAM2 + open_clip with random weights (timings only)")
     a = ap.parse_args()
     device = torch.device(a.device)
     out = synthetic(a, device) if a.scene == "synthetic" else rgbd(a, device)
-    write_json(f"reconstruct_{a.scene}_{device.type}", {"args": vars(a), **out})
+    write_json(f"reconstruct_{a.scene}_{a.semantics}_{device.type}", {"args": vars(a), **out})
 
 
 if __name__ == "__main__":
