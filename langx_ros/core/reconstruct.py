@@ -57,6 +57,9 @@ class ReconstructConfig:
 
     lqc_path: str = param("", "Trained LQC (.safetensors + .json); empty = fit one on the scene's own features ('per-scene LQC').")
     min_frames: int = param(2, "Fewest frames a reconstruction accepts.", min=1, max=10_000)
+    no_depth_near: float = param(0.3, "Without any depth: nearest distance (m) of the random initial points.", min=0.01, max=1000.0)
+    no_depth_far: float = param(5.0, "Without any depth: farthest distance (m) of the random initial points.", min=0.02, max=1000.0)
+    no_depth_points: int = param(20000, "Without any depth: random initial points per frame.", min=1, max=10_000_000)
 
 
 @dataclass
@@ -64,6 +67,24 @@ class ReconstructResult:
     field: LanguageField
     timings: dict[str, float] = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+
+
+def frustum_points(frames: Sequence[Frame], near: float, far: float, per_frame: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random points in each frame's view frustum (uniform pixel, depth in [near, far]), coloured
+    by the pixel they project to: the initial guess when no frame has depth."""
+    from langx_ros.core.frames import pixel_rays
+
+    rng = np.random.default_rng(seed)
+    pts, cols = [], []
+    for f in frames:
+        rays = pixel_rays(f.K, f.width, f.height)
+        r = rng.integers(0, f.height, per_frame)
+        c = rng.integers(0, f.width, per_frame)
+        d = rng.uniform(near, far, per_frame)
+        p_cam = rays[r, c] * d[:, None]
+        pts.append(p_cam @ f.pose[:3, :3].T + f.pose[:3, 3])
+        cols.append(f.rgb[r, c])
+    return np.concatenate(pts), np.concatenate(cols)
 
 
 def _views(frames: Sequence[Frame], normals: Sequence[np.ndarray], sem: list[list[tuple[np.ndarray, np.ndarray]]] | None,
@@ -117,9 +138,7 @@ def reconstruct(
     for f in frames:
         if f.pose is None:
             raise FrameError(f"frame {f.frame_id} has no camera pose")
-        if f.depth is None:
-            raise FrameError(f"frame {f.frame_id} has no depth (reconstruction without depth is not supported yet)")
-    normals = [normals_from_depth(f.depth, f.K, f.pose) for f in frames]
+    normals = [None if f.depth is None else normals_from_depth(f.depth, f.K, f.pose) for f in frames]
     timings["validate"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -152,16 +171,25 @@ def reconstruct(
 
     t = time.perf_counter()
     check_cancel()
-    pts, cols, nrm = [], [], []
-    for f, n in zip(frames, normals):
-        p, c, pix = backproject(f, field_cfg.init_stride)
-        nn = n[pix[:, 0], pix[:, 1]]
-        ok = np.isfinite(nn).all(axis=1)
-        pts.append(p[ok])
-        cols.append(c[ok])
-        nrm.append(nn[ok])
+    with_depth = [(f, n) for f, n in zip(frames, normals) if f.depth is not None]
+    if with_depth:
+        pts, cols, nrm = [], [], []
+        for f, n in with_depth:
+            p, c, pix = backproject(f, field_cfg.init_stride)
+            nn = n[pix[:, 0], pix[:, 1]]
+            ok = np.isfinite(nn).all(axis=1)
+            pts.append(p[ok])
+            cols.append(c[ok])
+            nrm.append(nn[ok])
+        points, colors, point_normals = np.concatenate(pts), np.concatenate(cols), np.concatenate(nrm)
+        geometry = f"depth of {len(with_depth)}/{len(frames)} frames"
+    else:
+        points, colors = frustum_points(frames, cfg.no_depth_near, cfg.no_depth_far, cfg.no_depth_points, field_cfg.seed)
+        point_normals = None
+        geometry = (f"NO DEPTH: random initial points in the view frusta ({cfg.no_depth_near:g}-{cfg.no_depth_far:g} m), "
+                    "refined by colour alone (weak; no depth estimator is wired in)")
     levels = list(semantics.levels)
-    params = init_from_points(np.concatenate(pts), np.concatenate(cols), np.concatenate(nrm), len(levels) * lqc.cfg.code_dim,
+    params = init_from_points(points, colors, point_normals, len(levels) * lqc.cfg.code_dim,
                               field_cfg.max_gaussians, field_cfg.flatness, device=device, seed=field_cfg.seed)
     views = _views(frames, normals, sem, codes_per_frame, device)
     report("init", 1.0, f"{params['means'].shape[0]} Gaussians from depth")
@@ -176,7 +204,7 @@ def reconstruct(
         "text": text_encoder.provenance,
         "lqc": lqc_note,
         "renderer": stats["backend"],
-        "geometry": "depth from the frames",
+        "geometry": geometry,
     }
     lf = LanguageField({k: v.detach() for k, v in params.items()}, lqc.eval(), levels, provenance,
                        {"frames": [f.frame_id for f in frames], "timings": timings, "canonical_phrases": list(canonical_phrases)})

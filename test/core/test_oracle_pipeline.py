@@ -12,7 +12,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from langx_ros.core.config import QueryConfig
-from langx_ros.core.field.io import export_field_ply, load_field, read_ply, save_field
+from langx_ros.core.field.io import export_field_ply, export_match_ply, load_field, read_ply, save_field
 from langx_ros.core.field.train import Cancelled, FieldConfig
 from langx_ros.core.frames import FrameError
 from langx_ros.core.lqc import LQCConfig
@@ -39,7 +39,7 @@ def _camera(frame):
     return torch.tensor(np.linalg.inv(frame.pose), dtype=torch.float32), torch.tensor(frame.K, dtype=torch.float32)
 
 
-def test_every_label_query_returns_its_object_in_3d(built):
+def test_every_label_query_returns_its_object_in_3d(built, tmp_path):
     scene, enc, res, _ = built
     f = res.field
     labels = scene.labels[1:]
@@ -59,6 +59,9 @@ def test_every_label_query_returns_its_object_in_3d(built):
         report.append(f"{m.query}: precision {precision:.2f} recall {recall:.2f} ({len(m.points)} pts)")
         assert precision >= 0.9 and recall >= 0.4, report[-1]
         c, size = m.box
+        if k == 1:
+            ply = read_ply(export_match_ply(m, tmp_path / "sofa.ply"))
+            assert len(ply) == len(m.points) and np.allclose(ply["relevancy"], m.relevancy)
         assert np.all(np.abs(c - np.asarray(scene.objects[k - 1].center)) < np.asarray(scene.objects[k - 1].size) + tau)
     print(f"[{ORACLE_PROVENANCE}] 3D, tau {tau:.3f} m: " + "; ".join(report))
 
@@ -133,3 +136,17 @@ def test_fewer_than_two_frames_and_cancel():
 
     with pytest.raises(Cancelled):
         reconstruct(scene.frames, sem, enc, ReconstructConfig(), FieldConfig(iterations=50), LQC_CFG, QCFG.canonical_phrases, cancel=cancel)
+
+
+def test_frames_without_depth_use_a_named_weak_initialisation():
+    from langx_ros.core.frames import Frame
+
+    scene = make_scene(3, 48, 36)
+    enc = OracleTextEncoder(scene.labels)
+    frames = [Frame(f.frame_id, f.rgb, f.K, f.pose, None) for f in scene.frames]
+    res = reconstruct(frames, OracleSemantics(scene, enc), enc, ReconstructConfig(no_depth_points=300), FieldConfig(iterations=40),
+                      LQCConfig(steps=50, codebook_size=32, batch_size=128), QCFG.canonical_phrases)
+    assert res.field.provenance["geometry"].startswith("NO DEPTH: random initial points")
+    hist = res.stats["field"]["history"]
+    assert hist[-1]["rgb"] < hist[0]["rgb"]  # colour alone still fits the views
+    assert "depth" not in hist[-1]

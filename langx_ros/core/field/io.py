@@ -113,3 +113,8 @@ def export_field_ply(field: LanguageField, path: str | Path) -> Path:
     scales = torch.exp(field.params["scales"].detach()).cpu().numpy()
     return write_ply(path, field.params["means"].detach().cpu().numpy(), field.colors_uint8(),
                      {"opacity": field.opacities().cpu().numpy(), "scale_max": scales.max(1), "scale_min": scales.min(1)})
+
+
+def export_match_ply(match, path: str | Path) -> Path:
+    """A query answer's points (world frame) with colour and relevancy as a PLY point cloud."""
+    return write_ply(path, match.points, match.colors, {"relevancy": match.relevancy})
