@@ -25,6 +25,7 @@ from langx_ros.core.config_fields import (  # noqa: F401  (re-exported)
 )
 from langx_ros.core.features import FeatureConfig
 from langx_ros.core.field.train import FieldConfig
+from langx_ros.core.keyframes import KeyframeConfig
 from langx_ros.core.lqc import LQCConfig
 from langx_ros.core.reconstruct import ReconstructConfig
 from langx_ros.core.segment import SegmentConfig
@@ -96,6 +97,7 @@ class LangxConfig:
         "auto", "Compute device: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."
     )
     models: ModelsConfig = dataclasses.field(default_factory=ModelsConfig)
+    keyframes: KeyframeConfig = dataclasses.field(default_factory=KeyframeConfig)
     segment: SegmentConfig = dataclasses.field(default_factory=SegmentConfig)
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     lqc: LQCConfig = dataclasses.field(default_factory=LQCConfig)
