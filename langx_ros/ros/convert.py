@@ -138,3 +138,140 @@ def camera_info_from_intrinsics(K: np.ndarray, width: int, height: int, header: 
     P[:, :3] = np.asarray(K, dtype=np.float64)
     msg.p = [float(v) for v in P.reshape(12)]
     return msg
+
+
+# --------------------------------------------------------------------------------------------
+# Poses, point clouds, markers
+# --------------------------------------------------------------------------------------------
+
+
+def pose_to_matrix(pose) -> np.ndarray:
+    """geometry_msgs/Pose -> 4x4 (rotation from the quaternion, which is normalised first).
+
+    Raises:
+        ValueError: a non-finite or zero quaternion / position.
+    """
+    q = np.array([pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z], dtype=np.float64)
+    t = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
+    n = np.linalg.norm(q)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(t))) or n < 1e-9:
+        raise ValueError(f"pose is not a valid rigid transform (position {t.tolist()}, quaternion wxyz {q.tolist()})")
+    if abs(n - 1.0) > 1e-3:
+        raise ValueError(f"pose quaternion is not unit length (|q| = {n:.4f})")
+    w, x, y, z = q / n
+    T = np.eye(4)
+    T[:3, :3] = [
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ]
+    T[:3, 3] = t
+    return T
+
+
+def matrix_to_pose(T: np.ndarray):
+    """4x4 rigid transform -> geometry_msgs/Pose."""
+    from geometry_msgs.msg import Pose
+
+    R = np.asarray(T, dtype=np.float64)[:3, :3]
+    tr = np.trace(R)
+    if tr > 0:
+        s = 2.0 * np.sqrt(tr + 1.0)
+        w, x, y, z = 0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s
+    else:
+        i = int(np.argmax(np.diag(R)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + R[i, i] - R[j, j] - R[k, k])
+        q = np.zeros(3)
+        q[i] = 0.25 * s
+        q[j] = (R[j, i] + R[i, j]) / s
+        q[k] = (R[k, i] + R[i, k]) / s
+        w = (R[k, j] - R[j, k]) / s
+        x, y, z = q
+    p = Pose()
+    p.position.x, p.position.y, p.position.z = (float(v) for v in np.asarray(T)[:3, 3])
+    p.orientation.w, p.orientation.x, p.orientation.y, p.orientation.z = float(w), float(x), float(y), float(z)
+    return p
+
+
+CLOUD_FIELDS = ("x", "y", "z", "rgb", "relevancy")
+
+
+def cloud_to_msg(points: np.ndarray, colors: np.ndarray, relevancy: np.ndarray | None, header: Header):
+    """sensor_msgs/PointCloud2 with float32 x, y, z, rgb (0x00RRGGBB packed in a float, the RViz
+    convention) and relevancy; dense, unordered (height 1)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    n = len(points)
+    dtype = np.dtype([(f, "<f4") for f in CLOUD_FIELDS])
+    arr = np.zeros(n, dtype=dtype)
+    p = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    arr["x"], arr["y"], arr["z"] = p[:, 0], p[:, 1], p[:, 2]
+    c = np.asarray(colors, dtype=np.uint32).reshape(-1, 3)
+    arr["rgb"] = ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).astype(np.uint32).view(np.float32)
+    arr["relevancy"] = 0.0 if relevancy is None else np.asarray(relevancy, dtype=np.float32)
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = 1, n
+    msg.fields = [PointField(name=f, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, f in enumerate(CLOUD_FIELDS)]
+    msg.is_bigendian = False
+    msg.point_step = dtype.itemsize
+    msg.row_step = dtype.itemsize * n
+    msg.is_dense = True
+    msg.data = arr.tobytes()
+    return msg
+
+
+def cloud_from_msg(msg) -> dict[str, np.ndarray]:
+    """Read the float32 fields of a PointCloud2 (any layout of FLOAT32 fields); rgb unpacked to (N, 3) uint8."""
+    from sensor_msgs.msg import PointField
+
+    n = msg.width * msg.height
+    raw = np.frombuffer(msg.data, dtype=np.uint8).reshape(n, msg.point_step)
+    out: dict[str, np.ndarray] = {}
+    for f in msg.fields:
+        if f.datatype != PointField.FLOAT32:
+            continue
+        col = np.ascontiguousarray(raw[:, f.offset : f.offset + 4]).view(">f4" if msg.is_bigendian else "<f4").reshape(n)
+        if f.name == "rgb":
+            u = col.astype(np.float32).view(np.uint32)
+            out["rgb"] = np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], 1).astype(np.uint8)
+        else:
+            out[f.name] = col.astype(np.float32)
+    return out
+
+
+def match_markers(boxes: list[tuple[str, np.ndarray, np.ndarray, float]], header: Header, ns: str = "langx"):
+    """visualization_msgs/MarkerArray: DELETEALL first, then per match a box and a text label.
+
+    boxes: (label, center (3,), size (3,), score) in the header's frame.
+    """
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    arr = MarkerArray()
+    clear = Marker()
+    clear.header = header
+    clear.ns = ns
+    clear.action = Marker.DELETEALL
+    arr.markers.append(clear)
+    palette = [(0.9, 0.2, 0.2), (0.2, 0.7, 0.9), (0.3, 0.9, 0.3), (0.95, 0.8, 0.2), (0.8, 0.4, 0.9)]
+    for i, (label, center, size, score) in enumerate(boxes):
+        r, g, b = palette[i % len(palette)]
+        box = Marker()
+        box.header, box.ns, box.id = header, ns, 2 * i
+        box.type, box.action = Marker.CUBE, Marker.ADD
+        box.pose.position.x, box.pose.position.y, box.pose.position.z = (float(v) for v in center)
+        box.pose.orientation.w = 1.0
+        box.scale.x, box.scale.y, box.scale.z = (max(float(v), 0.01) for v in size)
+        box.color.r, box.color.g, box.color.b, box.color.a = r, g, b, 0.35
+        text = Marker()
+        text.header, text.ns, text.id = header, ns, 2 * i + 1
+        text.type, text.action = Marker.TEXT_VIEW_FACING, Marker.ADD
+        text.pose.position.x, text.pose.position.y = float(center[0]), float(center[1])
+        text.pose.position.z = float(center[2] + size[2] / 2 + 0.1)
+        text.pose.orientation.w = 1.0
+        text.scale.z = 0.12
+        text.color.r, text.color.g, text.color.b, text.color.a = 1.0, 1.0, 1.0, 1.0
+        text.text = f"{label} ({score:.2f})"
+        arr.markers += [box, text]
+    return arr

@@ -109,3 +109,57 @@ def test_camera_info_round_trip_and_zeros_rejected():
         intrinsics_from_camera_info(CameraInfo(width=640, height=480))
     with pytest.raises(FrameError, match="camera_info: image size must be positive"):
         intrinsics_from_camera_info(camera_info_from_intrinsics(K, 0, 0))
+
+
+def test_pose_round_trip_and_rejection():
+    from geometry_msgs.msg import Pose
+
+    from langx_ros.core.synthetic import look_at
+    from langx_ros.ros.convert import matrix_to_pose, pose_to_matrix
+
+    for eye in ([2.0, 0.5, 1.0], [-1.0, -2.0, 0.3], [0.1, 0.0, -3.0]):
+        T = look_at(np.array(eye), np.zeros(3))
+        assert np.allclose(pose_to_matrix(matrix_to_pose(T)), T, atol=1e-9)
+    bad = Pose()
+    bad.orientation.w = 0.0  # all-zero quaternion
+    with pytest.raises(ValueError, match="not a valid rigid transform"):
+        pose_to_matrix(bad)
+    scaled = Pose()
+    scaled.orientation.w = 2.0
+    with pytest.raises(ValueError, match="unit length"):
+        pose_to_matrix(scaled)
+    nan = Pose()
+    nan.orientation.w = 1.0
+    nan.position.x = float("nan")
+    with pytest.raises(ValueError):
+        pose_to_matrix(nan)
+
+
+def test_cloud_round_trip_with_rgb_packing():
+    from std_msgs.msg import Header
+
+    from langx_ros.ros.convert import cloud_from_msg, cloud_to_msg
+
+    pts = np.random.default_rng(1).normal(size=(50, 3)).astype(np.float32)
+    cols = np.random.default_rng(2).integers(0, 256, (50, 3), dtype=np.uint8)
+    rel = np.linspace(0, 1, 50, dtype=np.float32)
+    msg = cloud_to_msg(pts, cols, rel, Header(frame_id="map"))
+    assert msg.header.frame_id == "map" and msg.width == 50 and msg.point_step == 20
+    assert [f.name for f in msg.fields] == ["x", "y", "z", "rgb", "relevancy"]
+    back = cloud_from_msg(msg)
+    assert np.array_equal(back["x"], pts[:, 0]) and np.array_equal(back["rgb"], cols) and np.array_equal(back["relevancy"], rel)
+    empty = cloud_to_msg(np.zeros((0, 3)), np.zeros((0, 3)), None, Header(frame_id="map"))
+    assert empty.width == 0 and len(empty.data) == 0
+
+
+def test_markers_clear_then_box_and_label():
+    from std_msgs.msg import Header
+    from visualization_msgs.msg import Marker
+
+    from langx_ros.ros.convert import match_markers
+
+    arr = match_markers([("printer", np.array([1.0, 2, 0.5]), np.array([0.4, 0.3, 0.2]), 0.91)], Header(frame_id="map"))
+    assert [m.action for m in arr.markers] == [Marker.DELETEALL, Marker.ADD, Marker.ADD]
+    box, text = arr.markers[1:]
+    assert box.type == Marker.CUBE and box.scale.x == pytest.approx(0.4) and box.header.frame_id == "map"
+    assert text.text == "printer (0.91)" and text.pose.position.z > box.pose.position.z
