@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     t_start = time.perf_counter()
     node = NodeProcess(
-        ["--params-file", str(args.params), "-r", "image:=/camera/image", "-r", "camera_info:=/camera/camera_info"],
+        ["--params-file", str(args.params), "-r", "image:=/camera/image", "-r", "camera_info:=/camera/camera_info",
+         "-p", f"keyframes.directory:={args.out / 'keyframes'}"],
         env,
         args.out / "node.log",
     )

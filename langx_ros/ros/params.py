@@ -35,6 +35,12 @@ class NodeConfig:
     max_image_pixels: int = param(
         16_777_216, "Images with more pixels than this are rejected (protects memory).", min=1, max=1_000_000_000
     )
+    sync_tolerance: float = param(
+        0.05, "Depth and pose messages match an image when their stamps differ by at most this (s).", min=0.0, max=10.0
+    )
+    use_tf: bool = param(
+        False, "Look camera poses up in tf2 (world_frame <- image frame) instead of the 'pose' topic; needs tf2_ros."
+    )
 
 
 _ARRAY_TYPES = {

@@ -27,10 +27,12 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., tuple[NodeProcess, RosS
     """Start langx_node with ROS args in a fresh domain; yields (process, client session)."""
     started: list[tuple[NodeProcess, RosSession]] = []
 
-    def _start(*ros_args: str, command: list[str] | None = None) -> tuple[NodeProcess, RosSession]:
+    def _start(*ros_args: str, command: list[str] | None = None, keyframes: Path | None = None) -> tuple[NodeProcess, RosSession]:
         domain = unique_domain_id()
         env = ros_env(domain, log_dir=tmp_path / f"ros_logs_{domain}")
         args = list(ros_args) or ["--params-file", str(PARAMS)]
+        # never write into the user's home from a test
+        args += ["-p", f"keyframes.directory:={keyframes or tmp_path / f'keyframes_{domain}'}"]
         proc = NodeProcess(args, env, tmp_path / f"node_{domain}.log", command=command)
         session = RosSession("langx_test_client", domain_id=domain)
         started.append((proc, session))

@@ -1,0 +1,108 @@
+"""Keyframe capture over ROS: image + camera_info + depth + pose matched by stamp; restart reloads."""
+from __future__ import annotations
+
+import numpy as np
+from geometry_msgs.msg import PoseStamped
+from langx_interfaces.msg import NodeStatus
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+from std_srvs.srv import Trigger
+
+from langx_ros.core.synthetic import look_at
+from langx_ros.ros.convert import camera_info_from_intrinsics, matrix_to_pose, numpy_to_image
+from langx_ros.ros.node import LATCHED
+from langx_ros.ros.process import call, spin_until
+
+K = np.array([[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]])
+RGB = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+class Camera:
+    """Publishes a posed RGB-D camera to the node, all stamped alike."""
+
+    def __init__(self, session):
+        n = session.node
+        self.session = session
+        self.img = n.create_publisher(Image, "/image", qos_profile_sensor_data)
+        self.info = n.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
+        self.depth = n.create_publisher(Image, "/depth", qos_profile_sensor_data)
+        self.pose = n.create_publisher(PoseStamped, "/pose", 50)
+        self.status: list[NodeStatus] = []
+        n.create_subscription(NodeStatus, "/langx_node/status", self.status.append, LATCHED)
+        assert spin_until(session.executor, lambda: self.img.get_subscription_count() > 0 and self.pose.get_subscription_count() > 0, 30)
+
+    def send(self, T, depth=None, pose=True, times=5):
+        for _ in range(times):
+            stamp = self.session.node.get_clock().now().to_msg()
+            info = camera_info_from_intrinsics(K, 64, 48)
+            img = numpy_to_image(RGB, "rgb8")
+            d = numpy_to_image(depth if depth is not None else np.full((48, 64), 1500, np.uint16), "16UC1")
+            for m in (info, img, d):
+                m.header.stamp, m.header.frame_id = stamp, "cam"
+            ps = PoseStamped()
+            ps.header.stamp, ps.header.frame_id = stamp, "map"
+            ps.pose = matrix_to_pose(T)
+            if pose:
+                self.pose.publish(ps)
+            self.info.publish(info)
+            self.depth.publish(d)
+            spin_until(self.session.executor, lambda: False, 0.02)
+            self.img.publish(img)
+            spin_until(self.session.executor, lambda: False, 0.05)
+
+
+def _trigger(session, name):
+    client = session.node.create_client(Trigger, f"/langx_node/{name}")
+    return call(session.executor, client, Trigger.Request())
+
+
+def test_capture_restart_reload_and_clear(start_node, tmp_path):
+    kf_dir = tmp_path / "kf"
+    proc, s = start_node(keyframes=kf_dir)
+    cam = Camera(s)
+    res = _trigger(s, "capture_keyframe")
+    assert not res.success and "no valid image" in res.message
+    cam.send(look_at(np.array([2.0, 0, 1.0]), np.zeros(3)), pose=False)
+    res = _trigger(s, "capture_keyframe")
+    assert not res.success and "no camera pose" in res.message
+    for eye in ([2.0, 0, 1.0], [0, 2.0, 1.0]):
+        cam.send(look_at(np.array(eye), np.zeros(3)))
+        res = _trigger(s, "capture_keyframe")
+        assert res.success and "depth: yes" in res.message, res.message
+    assert spin_until(s.executor, lambda: cam.status and cam.status[-1].num_keyframes == 2, 10)
+    assert sorted(p.name for p in kf_dir.iterdir()) == ["kf-000000", "kf-000001"]
+    s.close()
+    assert proc.stop() == 0
+
+    proc2, s2 = start_node(keyframes=kf_dir)  # a restart finds them again
+    status: list[NodeStatus] = []
+    s2.node.create_subscription(NodeStatus, "/langx_node/status", status.append, LATCHED)
+    assert spin_until(s2.executor, lambda: status and status[-1].num_keyframes == 2, 30)
+    assert "reloaded 2 keyframes" in proc2.log()
+    res = _trigger(s2, "clear_keyframes")
+    assert res.success and res.message == "removed 2 keyframes" and list(kf_dir.iterdir()) == []
+
+
+def test_bad_pose_and_depth_are_rejected_and_node_survives(start_node):
+    proc, s = start_node()
+    cam = Camera(s)
+    ps = PoseStamped()
+    ps.header.frame_id = "map"
+    ps.pose.orientation.w = 3.0  # not a unit quaternion
+    for _ in range(5):
+        cam.pose.publish(ps)
+    wrong_frame = PoseStamped()
+    wrong_frame.header.frame_id = "odom"
+    wrong_frame.pose.orientation.w = 1.0
+    cam.pose.publish(wrong_frame)
+    nan_depth = np.full((48, 64), np.nan, np.float32)
+    d = numpy_to_image(nan_depth, "32FC1")
+    cam.depth.publish(d)  # all-NaN depth is valid input (no readings), not an error
+    small = numpy_to_image(np.zeros((10, 10), np.uint16), "16UC1")
+    small.encoding = "bgr8"
+    cam.depth.publish(small)
+    assert spin_until(s.executor, lambda: cam.status and cam.status[-1].images_rejected >= 3, 20), proc.log()
+    log = proc.log()
+    assert "unit length" in log and "node.world_frame is 'map'" in log and "depth image has encoding 'bgr8'" in log
+    cam.send(look_at(np.array([2.0, 0, 1.0]), np.zeros(3)))
+    assert _trigger(s, "capture_keyframe").success and proc.alive()
