@@ -89,20 +89,20 @@ def test_bad_pose_and_depth_are_rejected_and_node_survives(start_node):
     ps = PoseStamped()
     ps.header.frame_id = "map"
     ps.pose.orientation.w = 3.0  # not a unit quaternion
-    for _ in range(5):
-        cam.pose.publish(ps)
     wrong_frame = PoseStamped()
     wrong_frame.header.frame_id = "odom"
     wrong_frame.pose.orientation.w = 1.0
-    cam.pose.publish(wrong_frame)
-    nan_depth = np.full((48, 64), np.nan, np.float32)
-    d = numpy_to_image(nan_depth, "32FC1")
-    cam.depth.publish(d)  # all-NaN depth is valid input (no readings), not an error
-    small = numpy_to_image(np.zeros((10, 10), np.uint16), "16UC1")
-    small.encoding = "bgr8"
-    cam.depth.publish(small)
-    assert spin_until(s.executor, lambda: cam.status and cam.status[-1].images_rejected >= 3, 20), proc.log()
-    log = proc.log()
-    assert "unit length" in log and "node.world_frame is 'map'" in log and "depth image has encoding 'bgr8'" in log
+    nan_depth = numpy_to_image(np.full((48, 64), np.nan, np.float32), "32FC1")  # no readings: valid input
+    wrong_enc = numpy_to_image(np.zeros((10, 10), np.uint16), "16UC1")
+    wrong_enc.encoding = "bgr8"
+    expected = ("unit length", "node.world_frame is 'map'", "depth image has encoding 'bgr8'")
+
+    def all_logged() -> bool:
+        for pub, m in ((cam.pose, ps), (cam.pose, wrong_frame), (cam.depth, nan_depth), (cam.depth, wrong_enc)):
+            pub.publish(m)
+        return all(e in proc.log() for e in expected)
+
+    assert spin_until(s.executor, all_logged, 30), proc.log()
+    assert spin_until(s.executor, lambda: cam.status and cam.status[-1].images_rejected >= 3, 10)
     cam.send(look_at(np.array([2.0, 0, 1.0]), np.zeros(3)))
     assert _trigger(s, "capture_keyframe").success and proc.alive()
