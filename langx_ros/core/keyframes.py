@@ -95,7 +95,8 @@ class KeyframeStore:
             raw = cv2.imread(str(d / "instances.png"), cv2.IMREAD_UNCHANGED)
             if raw is None or raw.dtype != np.uint16:
                 raise ValueError("instances.png is not 16-bit")
-            instances = np.where(raw == NO_INSTANCE, -1, raw).astype(np.int64)
+            instances = raw.astype(np.int64)
+            instances[raw == NO_INSTANCE] = -1
         pose = None if meta.get("pose") is None else np.asarray(meta["pose"], dtype=np.float64)
         return validate_frame(Frame(d.name, np.ascontiguousarray(bgr[:, :, ::-1]), np.asarray(meta["K"], dtype=np.float64),
                                     pose, depth, float(meta.get("stamp", 0.0)), instances))
