@@ -58,6 +58,20 @@ class ModelsConfig:
 
 
 @dataclass
+class SemanticsConfig:
+    """Where the language features of a reconstruction come from."""
+
+    source: str = param(
+        "clip",
+        "'clip': SAM2 segments + open_clip features (weights from models.model_dir); 'oracle': the "
+        "oracle-feature protocol for generated scenes (instance ids from the 'instances' topic, label "
+        "names below embedded by all-MiniLM-L6-v2): measures lifting and querying, not CLIP.",
+        choices=("clip", "oracle"),
+    )
+    labels: list[str] = param([], "Oracle protocol: the label of each instance id (index = id).")
+
+
+@dataclass
 class QueryConfig:
     """Text queries against a field (LangSplat protocol)."""
 
@@ -97,6 +111,7 @@ class LangxConfig:
         "auto", "Compute device: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."
     )
     models: ModelsConfig = dataclasses.field(default_factory=ModelsConfig)
+    semantics: SemanticsConfig = dataclasses.field(default_factory=SemanticsConfig)
     keyframes: KeyframeConfig = dataclasses.field(default_factory=KeyframeConfig)
     segment: SegmentConfig = dataclasses.field(default_factory=SegmentConfig)
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)

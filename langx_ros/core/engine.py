@@ -1,0 +1,131 @@
+"""The engine behind the node (or a script): models loaded once, fields built and queried.
+
+    engine = Engine(LangxConfig.from_yaml("config/langx.yaml"), device)
+    result = engine.build(frames, progress=..., cancel=...)      # -> ReconstructResult
+    answers = engine.answer(result.field, ["the printer"], threshold=0.0, camera=(viewmat, K, w, h))
+
+Long-lived models (open_clip, SAM2, the text model) are loaded at first use and reused; the
+text encoder used for a query is the one the field was built with (recorded in its meta).
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from langx_ros.core.config import LangxConfig
+from langx_ros.core.field.model import LanguageField
+from langx_ros.core.frames import Frame, FrameError
+from langx_ros.core.query import Map2D, Match3D, QueryRequestError, prepare_queries, query_2d, select_3d
+from langx_ros.core.reconstruct import CancelFn, ProgressFn, ReconstructResult, reconstruct
+from langx_ros.core.synthetic import ORACLE_PROVENANCE, OracleSemantics
+
+TEXT_CLIP = "clip"
+TEXT_MINILM = "minilm"
+
+
+@dataclass
+class Camera:
+    """A pinhole camera to render masks for: world-to-camera, intrinsics, size, and its frame."""
+
+    viewmat: torch.Tensor
+    K: torch.Tensor
+    width: int
+    height: int
+    frame_id: str = ""
+    stamp: float = 0.0
+
+    @classmethod
+    def of(cls, frame: Frame, frame_id: str = "") -> "Camera":
+        import numpy as np
+
+        if frame.pose is None:
+            raise FrameError(f"view {frame.frame_id} has no camera pose")
+        return cls(torch.tensor(np.linalg.inv(frame.pose), dtype=torch.float32), torch.tensor(frame.K, dtype=torch.float32),
+                   frame.width, frame.height, frame_id, frame.stamp)
+
+
+@dataclass
+class Answer:
+    match: Match3D
+    view: Map2D | None  # None when no camera or masks were not asked for
+
+
+class Engine:
+    def __init__(self, cfg: LangxConfig, device: torch.device | str):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self._lock = threading.Lock()
+        self._clip = None  # (SemanticSource, ClipModel)
+        self._minilm = None
+
+    # ---- models (loaded once) -----------------------------------------------------------------
+    def clip_stack(self):
+        with self._lock:
+            if self._clip is None:
+                from langx_ros.core.semantics import load_semantics
+
+                self._clip = load_semantics(self.cfg, self.device)
+            return self._clip
+
+    def minilm(self):
+        with self._lock:
+            if self._minilm is None:
+                from langx_ros.core.text_minilm import MiniLMTextEncoder
+
+                self._minilm = MiniLMTextEncoder(self.device)
+            return self._minilm
+
+    def text_encoder(self, kind: str):
+        if kind == TEXT_MINILM:
+            return self.minilm()
+        if kind == TEXT_CLIP:
+            return self.clip_stack()[1]
+        raise ValueError(f"unknown text encoder '{kind}'")
+
+    # ---- building -----------------------------------------------------------------------------
+    def build(self, frames: Sequence[Frame], iterations: int = 0, progress: ProgressFn | None = None,
+              cancel: CancelFn | None = None) -> ReconstructResult:
+        """A LanguageField from posed frames, with the configured semantics source."""
+        cfg = self.cfg
+        if cfg.semantics.source == "oracle":
+            if not cfg.semantics.labels:
+                raise FrameError("semantics.source is 'oracle' but semantics.labels is empty")
+            missing = [f.frame_id for f in frames if f.instances is None]
+            if missing:
+                raise FrameError(f"oracle protocol: frames without instance ids: {', '.join(missing[:5])}")
+            text = self.minilm()
+            labels = list(cfg.semantics.labels)
+            semantics = OracleSemantics({}, text.encode(labels), f"{ORACLE_PROVENANCE}; labels {labels}")
+            kind = TEXT_MINILM
+        else:
+            semantics, text = self.clip_stack()
+            kind = TEXT_CLIP
+        lqc_cfg = cfg.lqc
+        dim = int(text.encode(["x"]).shape[1])
+        if lqc_cfg.feature_dim != dim and not cfg.reconstruct.lqc_path:
+            lqc_cfg = dataclasses.replace(lqc_cfg, feature_dim=dim)
+        field_cfg = cfg.field if iterations <= 0 else dataclasses.replace(cfg.field, iterations=iterations)
+        res = reconstruct(frames, semantics, text, cfg.reconstruct, field_cfg, lqc_cfg, cfg.query.canonical_phrases,
+                          device=self.device, progress=progress, cancel=cancel)
+        res.field.meta["text_encoder"] = kind
+        return res
+
+    # ---- querying -----------------------------------------------------------------------------
+    def answer(self, field: LanguageField, queries: Sequence[str], threshold: float, camera: Camera | None = None,
+               return_masks: bool = True) -> list[Answer]:
+        """3D matches (and 2D maps at ``camera``) for each query; request errors raise QueryRequestError."""
+        req = prepare_queries(list(queries), threshold, self.cfg.query)
+        enc = self.text_encoder(field.meta.get("text_encoder", TEXT_CLIP))
+        text = torch.as_tensor(enc.encode(list(req.queries)), device=field.device)
+        canon = torch.as_tensor(enc.encode(list(self.cfg.query.canonical_phrases)), device=field.device)
+        if text.shape[1] != field.codebook_features().shape[1]:
+            raise QueryRequestError(f"the field's features are {field.codebook_features().shape[1]}-d but the text encoder gives {text.shape[1]}-d")
+        matches = select_3d(field, req.queries, text, canon, req.threshold, self.cfg.query)
+        views: list[Map2D | None] = [None] * len(matches)
+        if camera is not None and return_masks:
+            views = query_2d(field, req.queries, camera.viewmat, camera.K, camera.width, camera.height, text, canon, self.cfg.query)
+        return [Answer(m, v) for m, v in zip(matches, views)]
