@@ -28,6 +28,7 @@ setup(
             "langx-demo = langx_ros.cli.demo:main",
             "langx-train-lqc = langx_ros.cli.train_lqc:main",
             "langx-eval = langx_ros.cli.evaluate:main",
+            "langx-play = langx_ros.ros.player:main",
         ],
     },
 )

@@ -5,9 +5,16 @@ Interfaces (names relative to the node, remap as usual):
               camera_info (sensor_msgs/CameraInfo; sensor-data QoS)
               depth (sensor_msgs/Image: 16UC1 millimetres or 32FC1 metres; sensor-data QoS; optional)
               pose (geometry_msgs/PoseStamped: camera-to-world, OpenCV camera axes, in node.world_frame)
+              instances (sensor_msgs/Image 16UC1/mono16 instance ids, 65535 = none; generated scenes only,
+                  for semantics.source = oracle)
+              ~/query_text (std_msgs/String: runs a query, answers on the ~/query/* topics)
   services    ~/query (langx_interfaces/QueryObjects)
               ~/capture_keyframe, ~/clear_keyframes (std_srvs/Trigger)
+              ~/save_field, ~/load_field (langx_interfaces/FieldFile; names inside node.field_directory)
+  actions     ~/reconstruct (langx_interfaces/Reconstruct; feedback per stage, cancellable)
   publishes   ~/status (langx_interfaces/NodeStatus; transient-local), /diagnostics
+              ~/field/cloud (PointCloud2 of the field; transient-local)
+              ~/query/cloud, ~/query/markers (MarkerArray), ~/query/mask (mono8), ~/query/relevancy (rgb8)
 
 Depth and pose are matched to each image by timestamp (node.sync_tolerance), without
 message_filters (not installable here). tf2 is used for poses only when node.use_tf is set and
@@ -19,33 +26,54 @@ warned about at most once per `node.warn_throttle_seconds` for each kind of prob
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
+import traceback
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from geometry_msgs.msg import PoseStamped
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
+from langx_interfaces.action import Reconstruct
 from langx_interfaces.msg import NodeStatus
-from langx_interfaces.srv import QueryObjects
+from langx_interfaces.srv import FieldFile, QueryObjects
 from langx_ros.core.config import ConfigError
 from langx_ros.core.device import resolve_device
+from langx_ros.core.engine import Camera, Engine
+from langx_ros.core.field.io import load_field, save_field
+from langx_ros.core.field.train import Cancelled
+from langx_ros.core.models import ModelNotFound
+from langx_ros.core.reconstruct import STAGES
 from langx_ros.core.frames import Frame, FrameError, validate_pose
 from langx_ros.core.keyframes import KeyframeStore, should_capture
 from langx_ros.core.query import QueryRequestError, prepare_queries
-from langx_ros.ros.convert import ImageError, depth_from_image, intrinsics_from_camera_info, pose_to_matrix, rgb_from_image
+from langx_ros.ros.answers import object_match, rviz_outputs
+from langx_ros.ros.convert import (
+    ImageError,
+    cloud_to_msg,
+    depth_from_image,
+    image_to_numpy,
+    intrinsics_from_camera_info,
+    pose_to_matrix,
+    rgb_from_image,
+)
 from langx_ros.ros.params import build_configs, declare_parameters, unknown_overrides
 from langx_ros.ros.throttle import ThrottledWarnings
 
@@ -85,9 +113,29 @@ class LatestImage:
     frame_id: str
     depth: np.ndarray | None = None  # (H, W) metres, NaN = none
     pose: np.ndarray | None = None  # 4x4 camera-to-world
+    instances: np.ndarray | None = None  # (H, W) int64 ids (generated scenes only)
 
     def to_frame(self) -> Frame:
-        return Frame(f"{self.frame_id}@{_seconds(self.stamp):.3f}", self.rgb, self.camera.K, self.pose, self.depth, _seconds(self.stamp))
+        return Frame(f"{self.frame_id}@{_seconds(self.stamp):.3f}", self.rgb, self.camera.K, self.pose, self.depth,
+                     _seconds(self.stamp), self.instances)
+
+
+@dataclass
+class Progress:
+    """Shared state of a running reconstruction (written by the worker, read by feedback/status)."""
+
+    stage: str = "validate"
+    stage_progress: float = 0.0
+    detail: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def total(self) -> float:
+        i = STAGES.index(self.stage) if self.stage in STAGES else 0
+        return (i + self.stage_progress) / len(STAGES)
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def _seconds(stamp) -> float:
@@ -130,14 +178,34 @@ class LangxNode(Node):
         if len(self._keyframes):
             self.get_logger().info(f"reloaded {len(self._keyframes)} keyframes from {self._keyframes.root}")
         self._tf = self._make_tf_buffer() if self.node_cfg.use_tf else None
+        self._instances: deque = deque(maxlen=30)  # (stamp s, ids)
+        self._images: deque = deque(maxlen=10)  # recent accepted images, matched on demand
+        self._last_auto_stamp = -1.0
+        self.engine = Engine(self.cfg, self.device)
+        self._progress: Progress | None = None  # set while a reconstruction runs
+        self._last_error = ""
+        self._field_dir = Path(os.path.expanduser(self.node_cfg.field_directory))
+        group = ReentrantCallbackGroup()
 
         self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
         self.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data)
         self.create_subscription(PoseStamped, "pose", self._on_pose, 50)
-        self.create_service(QueryObjects, "~/query", self._on_query)
+        self.create_subscription(Image, "instances", self._on_instances, qos_profile_sensor_data)
+        self.create_subscription(String, "~/query_text", self._on_query_text, 10, callback_group=group)
+        self.create_service(QueryObjects, "~/query", self._on_query, callback_group=group)
         self.create_service(Trigger, "~/capture_keyframe", self._on_capture)
         self.create_service(Trigger, "~/clear_keyframes", self._on_clear)
+        self.create_service(FieldFile, "~/save_field", self._on_save, callback_group=group)
+        self.create_service(FieldFile, "~/load_field", self._on_load, callback_group=group)
+        self._action = ActionServer(self, Reconstruct, "~/reconstruct", execute_callback=self._execute,
+                                    goal_callback=lambda goal: GoalResponse.ACCEPT,
+                                    cancel_callback=lambda goal: CancelResponse.ACCEPT, callback_group=group)
+        self._field_pub = self.create_publisher(PointCloud2, "~/field/cloud", LATCHED)
+        self._q_cloud = self.create_publisher(PointCloud2, "~/query/cloud", 10)
+        self._q_markers = self.create_publisher(MarkerArray, "~/query/markers", 10)
+        self._q_mask = self.create_publisher(Image, "~/query/mask", 10)
+        self._q_rel = self.create_publisher(Image, "~/query/relevancy", 10)
         self._status_pub = self.create_publisher(NodeStatus, "~/status", LATCHED)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._status_timer = self.create_timer(self.node_cfg.status_period, self._publish_status)
@@ -231,24 +299,57 @@ class LangxNode(Node):
         except (ImageError, FrameError) as exc:
             self._reject("image", str(exc))
             return
-        t = _seconds(msg.header.stamp)
+        latest = LatestImage(rgb, camera, msg.header.stamp, msg.header.frame_id)
+        with self._lock:
+            first = self._latest is None
+            self._latest = latest
+            self._images.append(latest)
+            self._accepted += 1
+        if first:
+            self._publish_status()
+        self._maybe_auto_capture()
+
+    def _matched(self, img: LatestImage) -> LatestImage:
+        """``img`` with the depth, pose and instance ids whose stamps are nearest (within
+        node.sync_tolerance), looked up now: arrival order of the topics does not matter."""
+        t = _seconds(img.stamp)
         tol = self.node_cfg.sync_tolerance
         with self._lock:
             d = _nearest(self._depths, t, tol)
             p = _nearest(self._poses, t, tol)
-        depth = d[1] if d is not None and d[1].shape == rgb.shape[:2] else None
-        if d is not None and depth is None:
-            self._reject("depth", f"depth is {d[1].shape[1]}x{d[1].shape[0]} but the image is {rgb.shape[1]}x{rgb.shape[0]}")
-        pose = p[1] if p is not None else self._tf_pose(msg.header.frame_id, msg.header.stamp)
-        latest = LatestImage(rgb, camera, msg.header.stamp, msg.header.frame_id, depth, pose)
+            ins = _nearest(self._instances, t, tol)
+        shape = img.rgb.shape[:2]
+        if d is not None and d[1].shape != shape:
+            self._reject("depth", f"depth is {d[1].shape[1]}x{d[1].shape[0]} but the image is {shape[1]}x{shape[0]}")
+        depth = d[1] if d is not None and d[1].shape == shape else None
+        instances = ins[1] if ins is not None and ins[1].shape == shape else None
+        pose = p[1] if p is not None else self._tf_pose(img.frame_id, img.stamp)
+        return LatestImage(img.rgb, img.camera, img.stamp, img.frame_id, depth, pose, instances)
+
+    def _latest_matched(self) -> LatestImage | None:
+        """The newest recent image that has a camera pose (else the newest image), matched."""
         with self._lock:
-            first = self._latest is None
-            self._latest = latest
-            self._accepted += 1
-        if first:
-            self._publish_status()
-        if self.cfg.keyframes.auto_capture and pose is not None and should_capture(self._keyframes.last_pose(), pose, self.cfg.keyframes):
-            self._capture(latest)
+            recent = list(self._images)
+        newest = None
+        for img in reversed(recent):
+            m = self._matched(img)
+            if m.pose is not None:
+                return m
+            newest = newest or m
+        return newest
+
+    def _maybe_auto_capture(self) -> None:
+        if not self.cfg.keyframes.auto_capture:
+            return
+        m = self._latest_matched()
+        if m is None or m.pose is None or _seconds(m.stamp) <= self._last_auto_stamp:
+            return
+        if should_capture(self._keyframes.last_pose(), m.pose, self.cfg.keyframes):
+            self._last_auto_stamp = _seconds(m.stamp)
+            try:
+                self._capture(m)
+            except (FrameError, OSError) as exc:
+                self._warnings.warn("keyframes", f"automatic capture failed: {exc}")
 
     def _on_depth(self, msg: Image) -> None:
         try:
@@ -258,6 +359,19 @@ class LangxNode(Node):
             return
         with self._lock:
             self._depths.append((_seconds(msg.header.stamp), depth))
+
+    def _on_instances(self, msg: Image) -> None:
+        try:
+            if msg.encoding not in ("16UC1", "mono16"):
+                raise ImageError(f"instance ids must be 16UC1/mono16, got '{msg.encoding}'")
+            raw = image_to_numpy(msg, self.node_cfg.max_image_pixels)
+        except ImageError as exc:
+            self._reject("instances", str(exc))
+            return
+        ids = raw.astype(np.int64)
+        ids[raw == 65535] = -1
+        with self._lock:
+            self._instances.append((_seconds(msg.header.stamp), ids))
 
     def _on_pose(self, msg: PoseStamped) -> None:
         try:
@@ -269,6 +383,7 @@ class LangxNode(Node):
             return
         with self._lock:
             self._poses.append((_seconds(msg.header.stamp), T))
+        self._maybe_auto_capture()
 
     # ---- keyframes ----------------------------------------------------------------------------
     def _capture(self, latest: LatestImage) -> str:
@@ -284,8 +399,7 @@ class LangxNode(Node):
         return kid
 
     def _on_capture(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._lock:
-            latest = self._latest
+        latest = self._latest_matched()
         if latest is None:
             response.success, response.message = False, "no valid image received yet"
             return response
@@ -305,33 +419,240 @@ class LangxNode(Node):
         response.success, response.message = True, f"removed {n} keyframes"
         return response
 
+    # ---- reconstruction -----------------------------------------------------------------------
+    def _execute(self, goal_handle):
+        goal = goal_handle.request
+        result = Reconstruct.Result()
+
+        def finish(ok: bool, message: str, status: str):
+            result.success, result.message = ok, message
+            getattr(goal_handle, status)()
+            if not ok:
+                self.get_logger().warning(f"reconstruction: {message}")
+            return result
+
+        with self._lock:
+            if self._progress is not None:
+                return finish(False, "a reconstruction is already running (cancel it first)", "abort")
+            ids = list(goal.keyframe_ids) or self._keyframes.ids()
+            unknown = [i for i in ids if i not in self._keyframes.frames]
+            frames = [self._keyframes.frames[i] for i in ids if i in self._keyframes.frames]
+            if unknown:
+                return finish(False, f"unknown keyframe ids: {', '.join(unknown[:10])}", "abort")
+            if len(frames) < self.cfg.reconstruct.min_frames:
+                return finish(False, f"a reconstruction needs at least {self.cfg.reconstruct.min_frames} keyframes, "
+                                     f"{len(frames)} captured (call ~/capture_keyframe)", "abort")
+            if goal.use_trimap:
+                return finish(False, "TriMap video diffusion is not available in this build (use_trimap must be false)", "abort")
+            progress = self._progress = Progress()
+        self._publish_status()
+        outcome: dict = {}
+
+        def work():
+            try:
+                outcome["result"] = self.engine.build(
+                    frames, int(goal.iterations),
+                    progress=lambda st, fr, d: (setattr(progress, "stage", st), setattr(progress, "stage_progress", fr), setattr(progress, "detail", d)),
+                    cancel=progress.cancel.is_set,
+                )
+            except BaseException as exc:  # reported to the caller, never raised in the executor
+                outcome["error"] = exc
+
+        t0 = time.perf_counter()
+        worker = threading.Thread(target=work, name="langx-reconstruct", daemon=True)
+        worker.start()
+        fb = Reconstruct.Feedback()
+        fb.num_stages = len(STAGES)
+        while worker.is_alive():
+            if goal_handle.is_cancel_requested:
+                progress.cancel.set()
+            fb.stage = progress.stage
+            fb.stage_index = STAGES.index(progress.stage) if progress.stage in STAGES else 0
+            fb.stage_progress = float(progress.stage_progress)
+            fb.progress = float(progress.total)
+            fb.detail = progress.detail
+            goal_handle.publish_feedback(fb)
+            worker.join(0.2)
+        elapsed = time.perf_counter() - t0
+        with self._lock:
+            self._progress = None
+        result.total_seconds = float(elapsed)
+        err = outcome.get("error")
+        if isinstance(err, Cancelled) or (err is None and goal_handle.is_cancel_requested):
+            msg = "cancelled; the previous field (if any) is still in use"
+            self._publish_status()
+            return finish(False, msg, "canceled")
+        if err is not None:
+            known = (FrameError, ModelNotFound, ValueError, MemoryError, FloatingPointError, KeyError)
+            text = str(err) if isinstance(err, known) else f"internal error: {type(err).__name__}: {err}"
+            if not isinstance(err, known):
+                self.get_logger().error("reconstruction failed:\n" + "".join(traceback.format_exception(err)))
+            with self._lock:
+                self._last_error = text
+                if not goal.keep_previous_on_failure:
+                    self._field = None
+            self._publish_status()
+            return finish(False, text, "abort")
+        res = outcome["result"]
+        with self._lock:
+            self._field = res.field
+            self._last_recon_s = elapsed
+            self._last_error = ""
+        self._publish_field_cloud()
+        self._publish_status()
+        result.num_gaussians = res.field.num_gaussians
+        result.num_keyframes = len(frames)
+        result.num_generated_frames = 0
+        result.stage_names = list(res.timings)
+        result.stage_seconds = [float(v) for v in res.timings.values()]
+        result.provenance = res.field.provenance_text()
+        self.get_logger().info(f"reconstruction done in {elapsed:.1f} s: {res.field.num_gaussians} Gaussians; {result.provenance}")
+        return finish(True, f"field with {res.field.num_gaussians} Gaussians from {len(frames)} keyframes in {elapsed:.1f} s", "succeed")
+
+    def _publish_field_cloud(self) -> None:
+        with self._lock:
+            f = self._field
+        if f is None:
+            return
+        keep = (f.opacities() >= self.cfg.query.min_opacity).cpu().numpy()
+        pts = f.params["means"].detach().cpu().numpy()[keep]
+        cols = f.colors_uint8()[keep]
+        self._field_pub.publish(cloud_to_msg(pts, cols, None, self._world_header()))
+
     # ---- queries ------------------------------------------------------------------------------
+    def _world_header(self) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg(), frame_id=self.node_cfg.world_frame)
+
+    def _view(self, view: str) -> tuple[Camera, Header, np.ndarray]:
+        """(camera, header for images of that view, its RGB) for 'latest' or a keyframe id."""
+        with self._lock:
+            latest = self._latest
+            frame = self._keyframes.frames.get(view)
+            known = self._keyframes.ids()
+        if view in ("", "latest"):
+            latest = self._latest_matched()
+            if latest is None:
+                raise QueryRequestError("view 'latest': no image received yet")
+            if latest.pose is None:
+                raise QueryRequestError("view 'latest' has no camera pose (publish 'pose' or ask for a keyframe id)")
+            f = latest.to_frame()
+            return Camera.of(f, latest.frame_id), Header(stamp=latest.stamp, frame_id=latest.frame_id), f.rgb
+        if frame is None:
+            shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
+            raise QueryRequestError(f"unknown view '{view[:80]}' (use 'latest' or a keyframe id: {shown or 'none captured'})")
+        frame_id = latest.frame_id if latest is not None else "camera"
+        stamp = Header().stamp
+        stamp.sec, stamp.nanosec = int(frame.stamp), int((frame.stamp % 1) * 1e9)
+        return Camera.of(frame, frame_id), Header(stamp=stamp, frame_id=frame_id), frame.rgb
+
+    def _answer(self, queries: list[str], threshold: float, view: str, return_masks: bool):
+        """Answers and RViz outputs; raises QueryRequestError for the caller."""
+        prepare_queries(queries, threshold, self.cfg.query)
+        with self._lock:
+            field_ = self._field
+            progress = self._progress
+        if field_ is None:
+            if progress is not None:
+                raise QueryRequestError(f"reconstructing: no field yet ({progress.stage}, {progress.total * 100:.0f}%)")
+            raise QueryRequestError(
+                "no field yet: capture at least 2 keyframes and run the ~/reconstruct action first "
+                f"({self._accepted} images, {len(self._keyframes)} keyframes so far)"
+            )
+        camera, view_header, view_rgb = self._view(view) if return_masks else (None, None, None)
+        answers = self.engine.answer(field_, queries, threshold, camera, return_masks)
+        world = self._world_header()
+        msgs = [object_match(a, world, view_header) for a in answers]
+        cloud, markers, mask, rel = rviz_outputs(answers, world, view_header, view_rgb)
+        self._q_cloud.publish(cloud)
+        self._q_markers.publish(markers)
+        if mask is not None:
+            self._q_mask.publish(mask)
+            self._q_rel.publish(rel)
+        return msgs, field_.provenance_text()
+
     def _on_query(self, request: QueryObjects.Request, response: QueryObjects.Response) -> QueryObjects.Response:
         t0 = time.perf_counter()
         response.provenance = self._provenance()
         try:
-            prepare_queries(list(request.queries), float(request.threshold), self.cfg.query)
-            # This build has no reconstruction yet, so there is never a field to answer from.
-            raise QueryRequestError(
-                "no field yet: capture at least 2 keyframes and run the ~/reconstruct action first "
-                f"({self._accepted} images received so far)"
-            )
+            msgs, prov = self._answer(list(request.queries), float(request.threshold), request.view, bool(request.return_masks))
+            response.success = True
+            response.matches = msgs
+            response.provenance = prov
+            found = sum(m.found for m in msgs)
+            response.message = f"{found} of {len(msgs)} queries matched"
         except QueryRequestError as exc:
-            response.success = False
-            response.message = str(exc)
+            response.success, response.message = False, str(exc)
+        except Exception as exc:  # never let a query take the node down
+            self.get_logger().error("query failed:\n" + traceback.format_exc())
+            response.success, response.message = False, f"internal error: {type(exc).__name__}: {exc}"
         response.latency_ms = (time.perf_counter() - t0) * 1000.0
         self._last_query_ms = response.latency_ms
         return response
 
+    def _on_query_text(self, msg: String) -> None:
+        try:
+            latest = self._latest_matched()
+            msgs, _ = self._answer([msg.data], 0.0, "latest", latest is not None and latest.pose is not None)
+            self.get_logger().info("query_text: " + "; ".join(f"'{m.query}': {m.message}" for m in msgs))
+        except QueryRequestError as exc:
+            self._warnings.warn("query_text", str(exc))
+        except Exception as exc:
+            self.get_logger().error(f"query_text failed: {type(exc).__name__}: {exc}")
+
+    # ---- saving and loading ------------------------------------------------------------------
+    def _field_path(self, name: str) -> Path:
+        if not NAME_RE.match(name) or name in (".", ".."):
+            raise ValueError(f"invalid field name '{name[:80]}': use 1-64 letters, digits, '.', '_' or '-' (no paths)")
+        root = self._field_dir.resolve()
+        path = (root / name).resolve()
+        if path.parent != root:
+            raise ValueError(f"field name '{name}' leaves {root}")
+        return path
+
+    def _on_save(self, request: FieldFile.Request, response: FieldFile.Response) -> FieldFile.Response:
+        with self._lock:
+            f = self._field
+        try:
+            path = self._field_path(request.name)
+            if f is None:
+                raise ValueError("no field to save yet")
+            save_field(f, path)
+        except (ValueError, OSError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        response.success, response.message, response.path = True, f"saved {f.num_gaussians} Gaussians", str(path)
+        return response
+
+    def _on_load(self, request: FieldFile.Request, response: FieldFile.Response) -> FieldFile.Response:
+        try:
+            path = self._field_path(request.name)
+            if not path.is_dir():
+                raise ValueError(f"no saved field named '{request.name}' in {self._field_dir}")
+            f = load_field(path, self.device)
+        except (ValueError, OSError) as exc:
+            response.success, response.message = False, str(exc)
+            return response
+        with self._lock:
+            self._field = f
+        self._publish_field_cloud()
+        self._publish_status()
+        response.success, response.message, response.path = True, f"loaded {f.num_gaussians} Gaussians ({f.provenance_text()})", str(path)
+        return response
+
     # ---- state reporting ----------------------------------------------------------------------
     def _provenance(self) -> str:
-        if self._field is None:
-            return f"no field; models are loaded at the first reconstruction from {self.model_dir}"
-        return str(getattr(self._field, "provenance", "unknown"))
+        f = self._field
+        if f is None:
+            return f"no field; models are loaded at the first reconstruction from {self.model_dir} (semantics: {self.cfg.semantics.source})"
+        return f.provenance_text()
 
     def _state(self) -> int:
+        if self._progress is not None:
+            return NodeStatus.STATE_RECONSTRUCTING
         if self._field is not None:
             return NodeStatus.STATE_READY
+        if self._last_error:
+            return NodeStatus.STATE_ERROR
         if self._latest is None:
             return NodeStatus.STATE_WAITING_FOR_INPUT
         return NodeStatus.STATE_CAPTURING
@@ -347,13 +668,19 @@ class LangxNode(Node):
             msg.last_rejection = self._last_rejection
         msg.state_name = STATE_NAMES[msg.state]
         msg.num_keyframes = len(self._keyframes)
-        msg.field_ready = self._field is not None
+        f = self._field
+        msg.field_ready = f is not None
+        msg.num_gaussians = 0 if f is None else f.num_gaussians
         msg.device = str(self.device)
         msg.provenance = self._provenance()
         msg.last_reconstruction_seconds = float(self._last_recon_s)
         msg.last_query_latency_ms = float(self._last_query_ms)
         if msg.state == NodeStatus.STATE_WAITING_FOR_INPUT:
             msg.message = "waiting for camera_info and image" if self._camera is None else "waiting for image"
+        elif msg.state == NodeStatus.STATE_RECONSTRUCTING and self._progress is not None:
+            msg.message = f"{self._progress.stage} {self._progress.total * 100:.0f}%: {self._progress.detail}"
+        elif msg.state == NodeStatus.STATE_ERROR:
+            msg.message = self._last_error
         self._status_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
@@ -364,7 +691,7 @@ class LangxNode(Node):
         st.name = f"{self.get_name()}: language field"
         st.hardware_id = str(self.device)
         if state == NodeStatus.STATE_ERROR:
-            st.level, st.message = DiagnosticStatus.ERROR, "last reconstruction failed"
+            st.level, st.message = DiagnosticStatus.ERROR, f"last reconstruction failed: {self._last_error}"
         elif state == NodeStatus.STATE_WAITING_FOR_INPUT:
             st.level, st.message = DiagnosticStatus.WARN, "no valid camera input yet"
         elif rejected and last:
@@ -381,7 +708,8 @@ class LangxNode(Node):
             "images_rejected": str(rejected),
             "last_rejection": last,
             "keyframes": f"{len(self._keyframes)} in {self._keyframes.root}",
-            "field": "none" if self._field is None else "ready",
+            "field": "none" if self._field is None else f"{self._field.num_gaussians} Gaussians",
+            "semantics": self.cfg.semantics.source,
             "last_reconstruction_s": f"{self._last_recon_s:.2f}" if self._last_recon_s >= 0 else "never",
             "last_query_latency_ms": f"{self._last_query_ms:.2f}" if self._last_query_ms >= 0 else "never",
         }
@@ -401,8 +729,10 @@ def main(args: list[str] | None = None) -> int:
         print(f"langx_node: cannot start: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    executor = MultiThreadedExecutor(num_threads=node.node_cfg.executor_threads)
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

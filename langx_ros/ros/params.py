@@ -38,6 +38,10 @@ class NodeConfig:
     sync_tolerance: float = param(
         0.05, "Depth and pose messages match an image when their stamps differ by at most this (s).", min=0.0, max=10.0
     )
+    field_directory: str = param(
+        "~/.cache/langx_ros/fields", "~/save_field and ~/load_field read and write named fields in this folder only."
+    )
+    executor_threads: int = param(4, "Threads of the node's executor (reconstruction runs beside the inputs).", min=2, max=64)
     use_tf: bool = param(
         False, "Look camera poses up in tf2 (world_frame <- image frame) instead of the 'pose' topic; needs tf2_ros."
     )

@@ -32,7 +32,8 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., tuple[NodeProcess, RosS
         env = ros_env(domain, log_dir=tmp_path / f"ros_logs_{domain}")
         args = list(ros_args) or ["--params-file", str(PARAMS)]
         # never write into the user's home from a test
-        args += ["-p", f"keyframes.directory:={keyframes or tmp_path / f'keyframes_{domain}'}"]
+        args += ["-p", f"keyframes.directory:={keyframes or tmp_path / f'keyframes_{domain}'}",
+                 "-p", f"node.field_directory:={tmp_path / 'fields'}"]
         proc = NodeProcess(args, env, tmp_path / f"node_{domain}.log", command=command)
         session = RosSession("langx_test_client", domain_id=domain)
         started.append((proc, session))
