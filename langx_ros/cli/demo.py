@@ -1,18 +1,24 @@
-"""langx-demo: the README's main command.
+"""langx-demo: the README's main command, the whole product flow over real ROS 2.
 
-Starts langx_node as a real ROS 2 process on loopback, plays real posed RGB-D frames to it
-(../shared/data/rgbd-3dmatch-seq01 when present), watches ~/status, asks ~/query in plain words
-and prints what comes back; writes a JSON summary to the output folder.
+Starts langx_node as its own process on loopback, plays posed RGB-D frames to it with the
+frame player, captures keyframes, runs the ~/reconstruct action (progress printed), asks
+~/query in plain words, and writes to the output folder: overlays of mask and relevancy on the
+view (PNG), the matched points (PLY), the saved field, the node log and summary.json.
 
-Current stage of the project: the reconstruction is not wired into the node yet, so the query
-round trip answers with the node's "no field yet" error. The demo shows that round trip, the
-input checks and the node's state honestly; later stages grow it into the full demo.
+Which semantics: with open_clip weights in the model directory, the real frames
+(../shared/data/rgbd-3dmatch-seq01) with SAM2 (or its superpixel fallback) and open_clip.
+Without them (as here: no weights can be downloaded), a generated scene under the
+ORACLE-FEATURE PROTOCOL: instance ids stand in for CLIP features, label names are embedded by a
+real text model (all-MiniLM-L6-v2), so free text such as "couch" still finds the object labelled
+"sofa". Every output says which one ran.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,125 +27,189 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "rgbd-3dmatch-seq01"
-DEFAULT_QUERIES = ["the printer", "a soft pillow", "green office chair"]
+SYNTHETIC_QUERIES = ["couch", "the printer", "a ball", "coffee table", "zebra"]
+REAL_QUERIES = ["the printer", "a soft pillow", "green office chair", "sofa", "potted plant"]
 
 
-def _frames(data: Path, limit: int):
-    from langx_ros.core.frames import list_rgbd_folder, load_rgbd_frame
+def overlay(rgb: np.ndarray, mask: np.ndarray | None, rel_rgb: np.ndarray | None, title: str) -> np.ndarray:
+    """View | view with the mask tinted | relevancy map, side by side, with a caption strip."""
+    import cv2
 
-    if data.is_dir():
-        ids = list_rgbd_folder(data)[:limit]
-        return [load_rgbd_frame(data, i) for i in ids], f"real frames from {data}"
-    return [], f"data folder {data} is absent"
+    h, w = rgb.shape[:2]
+    tinted = rgb.copy()
+    if mask is not None and mask.shape == (h, w):
+        m = mask > 0
+        tinted[m] = (0.45 * tinted[m] + 0.55 * np.array([255, 40, 40])).astype(np.uint8)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(tinted, contours, -1, (255, 255, 0), 1)
+    rel = rel_rgb if rel_rgb is not None and rel_rgb.shape[:2] == (h, w) else np.zeros_like(rgb)
+    row = np.concatenate([rgb, tinted, rel], axis=1)
+    scale = max(1, 480 // h)
+    row = cv2.resize(row, (row.shape[1] * scale, h * scale), interpolation=cv2.INTER_NEAREST)
+    strip = np.full((28, row.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, title[:150], (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([row, strip], axis=0)
+
+
+def choose_mode(args) -> tuple[str, str]:
+    from langx_ros.core.config import LangxConfig
+    from langx_ros.core.models import ModelNotFound, open_clip_weights
+
+    cfg = LangxConfig.from_yaml(args.params)
+    if args.scene == "synthetic":
+        return "synthetic", "requested --scene synthetic"
+    try:
+        open_clip_weights(cfg.models.clip_model, cfg.models.model_dir, cfg.models.hf_cache)
+    except ModelNotFound:
+        if args.scene == "rgbd":
+            raise SystemExit(f"--scene rgbd needs open_clip weights in {cfg.models.model_dir} (see README 'Model weights')")
+        return "synthetic", (f"no open_clip weights in {cfg.models.model_dir} or the HF cache: generated scene under the "
+                             "oracle-feature protocol (label names embedded by all-MiniLM-L6-v2)")
+    if not args.data.is_dir():
+        return "synthetic", f"open_clip weights found but no frames at {args.data}"
+    return "rgbd", f"real frames from {args.data} with open_clip + SAM2 (or its superpixel fallback)"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="langx-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of posed RGB-D frames")
+    ap.add_argument("--scene", choices=["auto", "rgbd", "synthetic"], default="auto")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of posed RGB-D frames (rgbd mode)")
     ap.add_argument("--params", type=Path, default=REPO / "config" / "langx.yaml", help="node parameter file")
-    ap.add_argument("--out", type=Path, default=REPO / "output" / "demo", help="output folder")
-    ap.add_argument("--frames", type=int, default=5, help="how many frames to play")
-    ap.add_argument("--queries", nargs="+", default=DEFAULT_QUERIES, help="text queries")
+    ap.add_argument("--out", type=Path, default=REPO / "output" / "demo", help="output folder (replaced)")
+    ap.add_argument("--queries", nargs="+", default=None, help="text queries")
+    ap.add_argument("--iterations", type=int, default=0, help="field iterations (0: the mode's default)")
+    ap.add_argument("--size", type=int, nargs=2, default=[128, 96], metavar=("W", "H"), help="synthetic view size")
     ap.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: a random one in 100..199)")
     args = ap.parse_args(argv)
 
-    from langx_interfaces.msg import NodeStatus
-    from langx_interfaces.srv import QueryObjects
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import CameraInfo, Image
+    import cv2
+    from langx_interfaces.action import Reconstruct
+    from sensor_msgs.msg import Image
 
     from langx_ros.core.atomic import atomic_write_json
-    from langx_ros.ros.convert import camera_info_from_intrinsics, numpy_to_image
-    from langx_ros.ros.node import LATCHED
-    from langx_ros.ros.process import NodeProcess, RosSession, call, ros_env, spin_until
+    from langx_ros.core.field.io import write_ply
+    from langx_ros.ros.client import LangxClient
+    from langx_ros.ros.convert import cloud_from_msg, image_to_numpy
+    from langx_ros.ros.player import FramePublisher
+    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+
+    mode, why = choose_mode(args)
+    out = args.out
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    node_args = ["--params-file", str(args.params), "-p", f"keyframes.directory:={out / 'keyframes'}",
+                 "-p", f"node.field_directory:={out / 'fields'}"]
+    for t in ("image", "camera_info", "depth", "pose", "instances"):
+        node_args += ["-r", f"{t}:=/camera/{t}"]
+    if mode == "synthetic":
+        from langx_ros.core.synthetic import make_scene
+
+        w, h = args.size
+        scene = make_scene(6, w, h, start_deg=15.0)
+        frames, view = scene.frames[:5], scene.frames[5]
+        queries = args.queries or SYNTHETIC_QUERIES
+        iters = args.iterations or 400
+        node_args += ["-p", "semantics.source:=oracle", "-p", "semantics.labels:=" + json.dumps(scene.labels),
+                      "-p", "lqc.steps:=400", "-p", "lqc.codebook_size:=256", "-p", "lqc.batch_size:=512",
+                      "-p", "query.threshold:=0.8", "-p", "query.mask_box_px:=5", "-p", "query.mask_clean_px:=3"]
+    else:
+        from langx_ros.core.frames import load_rgbd_frame
+
+        frames = [load_rgbd_frame(args.data, f"frame-{i:06d}") for i in (0, 2, 116)]
+        view = load_rgbd_frame(args.data, "frame-000001")
+        queries = args.queries or REAL_QUERIES
+        iters = args.iterations or 3000
+    print(f"[demo] mode: {mode}: {why}", flush=True)
 
     domain = args.domain_id if args.domain_id is not None else random.randint(100, 199)
-    args.out.mkdir(parents=True, exist_ok=True)
-    frames, source = _frames(args.data, args.frames)
-    if not frames:
-        print(f"[demo] {source}: no frames to play (pass --data DIR); the node will only answer queries", flush=True)
-    print(f"[demo] ROS_DOMAIN_ID={domain} on loopback; node log: {args.out / 'node.log'}", flush=True)
-
-    env = ros_env(domain, log_dir=args.out / "ros_logs")
+    env = ros_env(domain, log_dir=out / "ros_logs")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    t_start = time.perf_counter()
-    node = NodeProcess(
-        ["--params-file", str(args.params), "-r", "image:=/camera/image", "-r", "camera_info:=/camera/camera_info",
-         "-p", f"keyframes.directory:={args.out / 'keyframes'}"],
-        env,
-        args.out / "node.log",
-    )
-    summary: dict = {"data": source, "domain_id": domain, "queries": []}
+    print(f"[demo] ROS_DOMAIN_ID={domain} on loopback; node log: {out / 'node.log'}", flush=True)
+    node = NodeProcess(node_args, env, out / "node.log")
+    summary: dict = {"mode": mode, "why": why, "domain_id": domain, "queries": []}
+    ok = False
     try:
         with RosSession("langx_demo", domain_id=domain) as ros:
-            status: list[NodeStatus] = []
-            ros.node.create_subscription(NodeStatus, "/langx_node/status", status.append, LATCHED)
-            pub_img = ros.node.create_publisher(Image, "/camera/image", qos_profile_sensor_data)
-            pub_info = ros.node.create_publisher(CameraInfo, "/camera/camera_info", qos_profile_sensor_data)
-            client = ros.node.create_client(QueryObjects, "/langx_node/query")
-            if not spin_until(ros.executor, client.service_is_ready, 60.0):
+            client = LangxClient(ros)
+            player = FramePublisher(ros.node, "/camera")
+            rel_imgs: list[Image] = []
+            ros.node.create_subscription(Image, "/langx_node/query/relevancy", rel_imgs.append, 10)
+            if not client.wait(lambda: player.connected() and bool(client.status), 60):
                 print(f"[demo] langx_node did not come up; its log:\n{node.log()}", file=sys.stderr)
                 return 1
-            t_up = time.perf_counter() - t_start
-            print(f"[demo] langx_node is up after {t_up:.1f} s", flush=True)
+            # play and capture every training frame
+            for f in frames:
+                for _ in range(30):
+                    player.publish(f)
+                    client.wait(lambda: False, 0.1)
+                    res = client.capture()
+                    if res.success:
+                        break
+                print(f"[demo] {f.frame_id}: {res.message}", flush=True)
+                if not res.success:
+                    return 1
+            last = [""]
 
-            # Play the frames until the node has accepted each of them at least once.
-            for rnd in range(20):
-                for f in frames:
-                    header_stamp = ros.node.get_clock().now().to_msg()
-                    info = camera_info_from_intrinsics(f.K, f.width, f.height)
-                    img = numpy_to_image(f.rgb, "rgb8")
-                    for m in (info, img):
-                        m.header.stamp, m.header.frame_id = header_stamp, "camera_color_optical_frame"
-                    pub_info.publish(info)
-                    pub_img.publish(img)
-                    spin_until(ros.executor, lambda: False, 0.1)
-                if not frames or (status and status[-1].images_accepted >= len(frames)):
-                    break
-            spin_until(ros.executor, lambda: bool(status), 5.0)
-            st = status[-1] if status else None
-            if st is not None:
-                print(
-                    f"[demo] node state: {st.state_name}; images accepted {st.images_accepted}, "
-                    f"rejected {st.images_rejected}; device {st.device}",
-                    flush=True,
-                )
-                summary["status"] = {
-                    "state": st.state_name,
-                    "images_accepted": st.images_accepted,
-                    "images_rejected": st.images_rejected,
-                    "device": st.device,
-                    "provenance": st.provenance,
-                }
+            def show(fb):  # a line per stage and per 10% of progress
+                key = f"{fb.stage}/{int(fb.progress * 10)}"
+                if key != last[0]:
+                    last[0] = key
+                    print(f"[demo] reconstructing: {fb.stage} ({fb.stage_index + 1}/{fb.num_stages}) "
+                          f"{fb.progress * 100:5.1f}%  {fb.detail}", flush=True)
 
-            req = QueryObjects.Request(queries=list(args.queries), threshold=0.0, view="latest", return_masks=True)
-            t0 = time.perf_counter()
-            res = call(ros.executor, client, req)
-            rtt = (time.perf_counter() - t0) * 1000.0
-            print(f"[demo] ~/query {args.queries} -> success={res.success}: {res.message}", flush=True)
-            print(f"[demo] provenance: {res.provenance}", flush=True)
-            print(f"[demo] round trip {rtt:.1f} ms (inside the node {res.latency_ms:.2f} ms)", flush=True)
+            result = client.reconstruct(Reconstruct.Goal(iterations=iters, keep_previous_on_failure=True), show)
+            print(f"[demo] reconstruction: {result.message}", flush=True)
+            print(f"[demo] provenance: {result.provenance}", flush=True)
+            summary["reconstruction"] = {"success": result.success, "message": result.message, "seconds": result.total_seconds,
+                                         "stages": dict(zip(result.stage_names, result.stage_seconds)),
+                                         "gaussians": result.num_gaussians, "provenance": result.provenance}
+            if not result.success:
+                return 1
+            # the query view: a frame not used for training, played as the latest image
+            for _ in range(10):
+                player.publish(view)
+                client.wait(lambda: False, 0.1)
             print("", flush=True)
-            print(f"{'query':<24} {'found':<6} {'score':>6} {'points':>7}  centroid", flush=True)
-            rows = [(q, None) for q in args.queries] if not res.success else [(m.query, m) for m in res.matches]
-            for q, m in rows:
-                if m is None:
-                    print(f"{q:<24} {'-':<6} {'-':>6} {'-':>7}  - ({res.message.split(':')[0]})", flush=True)
-                else:
-                    c = m.centroid
-                    print(f"{q:<24} {str(m.found):<6} {m.score:6.3f} {m.cloud.width:7d}  ({c.x:.2f}, {c.y:.2f}, {c.z:.2f})", flush=True)
-            summary["queries"] = [{
-                "queries": list(args.queries), "success": bool(res.success), "message": res.message,
-                "provenance": res.provenance, "round_trip_ms": rtt, "node_latency_ms": float(res.latency_ms),
-            }]
+            print(f"{'query':<20} {'found':<6} {'score':>6} {'points':>7}  {'centroid (m, world)':<24} {'latency':>9}", flush=True)
+            for q in queries:
+                rel_imgs.clear()
+                t = time.perf_counter()
+                res = client.query([q], view="latest")
+                rtt = (time.perf_counter() - t) * 1000
+                if not res.success:
+                    print(f"{q:<20} error: {res.message}", flush=True)
+                    summary["queries"].append({"query": q, "success": False, "message": res.message})
+                    continue
+                m = res.matches[0]
+                c = (m.centroid.x, m.centroid.y, m.centroid.z)
+                cen = f"({c[0]:5.2f}, {c[1]:5.2f}, {c[2]:5.2f})" if m.found else "-"
+                print(f"{q:<20} {str(m.found):<6} {m.score:6.3f} {m.cloud.width:7d}  {cen:<24} {rtt:7.1f} ms", flush=True)
+                slug = "".join(ch if ch.isalnum() else "_" for ch in q)[:40]
+                entry = {"query": q, "found": bool(m.found), "score": float(m.score), "points": int(m.cloud.width),
+                         "centroid": list(c), "box_size": [m.box_size.x, m.box_size.y, m.box_size.z],
+                         "round_trip_ms": rtt, "node_ms": float(res.latency_ms), "message": m.message}
+                if m.found:
+                    pts = cloud_from_msg(m.cloud)
+                    write_ply(out / f"{slug}.ply", np.stack([pts["x"], pts["y"], pts["z"]], 1), pts["rgb"], {"relevancy": pts["relevancy"]})
+                    client.wait(lambda: bool(rel_imgs), 5)
+                    rel = image_to_numpy(rel_imgs[-1]) if rel_imgs else None
+                    mask = image_to_numpy(m.mask) if m.mask.width else None
+                    title = f"'{q}': score {m.score:.2f}, {m.cloud.width} pts | {'ORACLE-FEATURE PROTOCOL + MiniLM text' if mode == 'synthetic' else 'open_clip + SAM2'}"
+                    png = overlay(view.rgb, mask, rel, title)
+                    cv2.imwrite(str(out / f"{slug}.png"), png[:, :, ::-1])
+                    entry["overlay"] = f"{slug}.png"
+                summary["queries"].append(entry)
+            saved = client.save("demo")
+            summary["saved_field"] = saved.path if saved.success else saved.message
+            summary["provenance"] = res.provenance if res.success else result.provenance
+            ok = True
     finally:
         code = node.stop()
         summary["node_exit_code"] = code
-        atomic_write_json(args.out / "summary.json", summary)
-        print(f"\n[demo] node stopped (exit code {code}); summary: {args.out / 'summary.json'}", flush=True)
-    # The demo succeeds when the node came up, took the frames and answered the query over ROS.
-    ok = summary.get("status", {}).get("images_accepted", 0) >= len(frames) and code == 0
-    return 0 if ok else 1
+        atomic_write_json(out / "summary.json", summary)
+        print(f"\n[demo] node stopped (exit code {code}); outputs in {out} (summary.json, *.png, *.ply, fields/demo)", flush=True)
+    return 0 if ok and code == 0 else 1
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from langx_ros.core.config import LangxConfig
 from langx_ros.core.field.model import LanguageField
 from langx_ros.core.frames import Frame, FrameError
-from langx_ros.core.query import Map2D, Match3D, QueryRequestError, prepare_queries, query_2d, select_3d
+from langx_ros.core.query import Map2D, Match3D, QueryRequestError, instance_mask, prepare_queries, query_2d, select_3d
 from langx_ros.core.reconstruct import CancelFn, ProgressFn, ReconstructResult, reconstruct
 from langx_ros.core.synthetic import ORACLE_PROVENANCE, OracleSemantics
 
@@ -40,8 +41,6 @@ class Camera:
 
     @classmethod
     def of(cls, frame: Frame, frame_id: str = "") -> "Camera":
-        import numpy as np
-
         if frame.pose is None:
             raise FrameError(f"view {frame.frame_id} has no camera pose")
         return cls(torch.tensor(np.linalg.inv(frame.pose), dtype=torch.float32), torch.tensor(frame.K, dtype=torch.float32),
@@ -51,7 +50,8 @@ class Camera:
 @dataclass
 class Answer:
     match: Match3D
-    view: Map2D | None  # None when no camera or masks were not asked for
+    view: Map2D | None  # LangSplat 2D map at the camera; None when no camera or masks were not asked for
+    mask: np.ndarray | None = None  # (H, W) bool: the 3D answer seen from the camera (found matches only)
 
 
 class Engine:
@@ -126,6 +126,9 @@ class Engine:
             raise QueryRequestError(f"the field's features are {field.codebook_features().shape[1]}-d but the text encoder gives {text.shape[1]}-d")
         matches = select_3d(field, req.queries, text, canon, req.threshold, self.cfg.query)
         views: list[Map2D | None] = [None] * len(matches)
+        masks: list[np.ndarray | None] = [None] * len(matches)
         if camera is not None and return_masks:
             views = query_2d(field, req.queries, camera.viewmat, camera.K, camera.width, camera.height, text, canon, self.cfg.query)
-        return [Answer(m, v) for m, v in zip(matches, views)]
+            masks = [instance_mask(field, m.gaussian_ids, camera.viewmat, camera.K, camera.width, camera.height) if m.found else None
+                     for m in matches]
+        return [Answer(m, v, k) for m, v, k in zip(matches, views, masks)]

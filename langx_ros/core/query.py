@@ -273,3 +273,17 @@ def query_2d(field: "LanguageField", queries: Sequence[str], viewmat: torch.Tens
     """2D relevancy maps and masks of every query at one camera."""
     maps = relevancy_maps(field, viewmat, K, width, height, text, canonical)
     return [langsplat_map(maps[i], q, field.levels, cfg) for i, q in enumerate(queries)]
+
+
+def instance_mask(field: "LanguageField", gaussian_ids: np.ndarray, viewmat: torch.Tensor, K: torch.Tensor,
+                  width: int, height: int) -> np.ndarray:
+    """(H, W) bool: where the selected Gaussians make up most of what the camera sees.
+
+    The selection is rendered as a channel with the field's own compositing, so the mask
+    follows occlusion and is the 3D answer seen from that camera (consistent with the points).
+    """
+    sel = torch.zeros(field.num_gaussians, 1, device=field.device)
+    sel[torch.as_tensor(gaussian_ids, dtype=torch.long, device=field.device)] = 1.0
+    out = field.render_channels(sel, viewmat, K, width, height)
+    frac = out.features[..., 0] / out.alpha[..., 0].clamp(min=1e-6)
+    return ((frac > 0.5) & (out.alpha[..., 0] > 0.5)).cpu().numpy()

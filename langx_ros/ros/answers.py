@@ -25,8 +25,8 @@ def object_match(a: Answer, world_header: Header, view_header: Header | None) ->
     center, size = m.box
     msg.box_center.x, msg.box_center.y, msg.box_center.z = (float(v) for v in center)
     msg.box_size.x, msg.box_size.y, msg.box_size.z = (float(v) for v in size)
-    if m.found and a.view is not None and view_header is not None:
-        msg.mask = numpy_to_image(a.view.mask.astype(np.uint8) * 255, "mono8", view_header)
+    if m.found and a.mask is not None and view_header is not None:
+        msg.mask = numpy_to_image(a.mask.astype(np.uint8) * 255, "mono8", view_header)
     msg.message = m.message
     return msg
 
@@ -53,11 +53,11 @@ def rviz_outputs(answers: list[Answer], world_header: Header, view_header: Heade
     cloud = cloud_to_msg(pts, cols, rel, world_header)
     markers = match_markers([(a.match.query, *a.match.box, a.match.score) for a in found], world_header)
     mask_img = rel_img = None
-    views = [a for a in found if a.view is not None]
+    views = [a for a in found if a.view is not None and a.mask is not None]
     if views and view_header is not None:
-        union = np.zeros_like(views[0].view.mask)
+        union = np.zeros_like(views[0].mask)
         for a in views:
-            union |= a.view.mask
+            union |= a.mask
         mask_img = numpy_to_image(union.astype(np.uint8) * 255, "mono8", view_header)
         rel_img = numpy_to_image(relevancy_image(views[0].view.relevancy, view_rgb), "rgb8", view_header)
     return cloud, markers, mask_img, rel_img

@@ -7,24 +7,21 @@ import json
 
 import numpy as np
 from langx_interfaces.action import Reconstruct
-from langx_interfaces.msg import NodeStatus
-from langx_interfaces.srv import FieldFile, QueryObjects
-from rclpy.action import ActionClient
 from sensor_msgs.msg import Image, PointCloud2
-from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from langx_ros.core.synthetic import make_scene
 from langx_ros.ros.convert import cloud_from_msg, image_to_numpy
+from langx_ros.ros.client import LangxClient
 from langx_ros.ros.node import LATCHED
 from langx_ros.ros.player import FramePublisher
-from langx_ros.ros.process import call, spin_until
+from langx_ros.ros.process import spin_until
 
 SCENE = make_scene(3, 64, 48)
 
 
-def _args(tmp_path, iterations=150):
-    return ["--params-file", str(tmp_path.parent / "unused.yaml")] if False else [
+def _args(iterations=150):
+    return [
         "-p", "semantics.source:=oracle",
         "-p", "semantics.labels:=" + json.dumps(SCENE.labels),
         "-p", f"field.iterations:={iterations}", "-p", "lqc.steps:=200", "-p", "lqc.codebook_size:=128", "-p", "lqc.batch_size:=256",
@@ -35,47 +32,39 @@ def _args(tmp_path, iterations=150):
 
 
 def _capture_scene(s):
+    client = LangxClient(s)
     pub = FramePublisher(s.node, "/camera")
-    status: list[NodeStatus] = []
-    s.node.create_subscription(NodeStatus, "/langx_node/status", status.append, LATCHED)
-    assert spin_until(s.executor, lambda: pub.connected() and pub.pose.get_subscription_count() > 0, 30)
-    capture = s.node.create_client(Trigger, "/langx_node/capture_keyframe")
+    assert client.wait(lambda: pub.connected() and pub.pose.get_subscription_count() > 0, 30)
     for f in SCENE.frames:
         for _ in range(20):
             pub.publish(f)
-            spin_until(s.executor, lambda: False, 0.1)
-            res = call(s.executor, capture, Trigger.Request())
+            client.wait(lambda: False, 0.1)
+            res = client.capture()
             if res.success and "depth: yes" in res.message:
                 break
         assert res.success, res.message
-    assert spin_until(s.executor, lambda: status and status[-1].num_keyframes == 3, 10)
-    return pub, status
+    assert client.wait(lambda: client.status and client.status[-1].num_keyframes == 3, 10)
+    return pub, client.status
 
 
 def _reconstruct(s, iterations=0, cancel_after_feedback=False):
-    client = ActionClient(s.node, Reconstruct, "/langx_node/reconstruct")
-    assert spin_until(s.executor, client.server_is_ready, 30)
+    client = LangxClient(s)
     feedback = []
     goal = Reconstruct.Goal(use_trimap=False, iterations=iterations, keep_previous_on_failure=True)
-    fut = client.send_goal_async(goal, feedback_callback=lambda m: feedback.append(m.feedback))
-    assert spin_until(s.executor, fut.done, 30)
-    handle = fut.result()
+    handle = client.send_reconstruct(goal, feedback.append)
     assert handle.accepted
     if cancel_after_feedback:
-        assert spin_until(s.executor, lambda: any(f.stage == "field" for f in feedback), 120)
+        assert client.wait(lambda: any(f.stage == "field" for f in feedback), 120)
         handle.cancel_goal_async()
-    res_fut = handle.get_result_async()
-    assert spin_until(s.executor, res_fut.done, 300)
-    return res_fut.result().result, feedback
+    return client.result(handle, 300), feedback
 
 
 def _query(s, queries, view="kf-000000", masks=True):
-    client = s.node.create_client(QueryObjects, "/langx_node/query")
-    return call(s.executor, client, QueryObjects.Request(queries=queries, threshold=0.0, view=view, return_masks=masks), timeout=60)
+    return LangxClient(s).query(queries, view=view, masks=masks)
 
 
 def test_capture_reconstruct_query_save_load(start_node):
-    proc, s = start_node(*_args(None))
+    proc, s = start_node(*_args())
     markers: list[MarkerArray] = []
     clouds: list[PointCloud2] = []
     field_clouds: list[PointCloud2] = []
@@ -111,33 +100,28 @@ def test_capture_reconstruct_query_save_load(start_node):
     assert markers[-1].markers[0].action == Marker.DELETEALL and markers[-1].markers[1].type == Marker.CUBE
     assert clouds[-1].header.frame_id == "map" and rel_imgs[-1].encoding == "rgb8"
 
-    save = s.node.create_client(FieldFile, "/langx_node/save_field")
-    load = s.node.create_client(FieldFile, "/langx_node/load_field")
-    ok = call(s.executor, save, FieldFile.Request(name="lounge-1"))
+    client = LangxClient(s)
+    ok = client.save("lounge-1")
     assert ok.success and ok.path.endswith("lounge-1"), ok.message
     for bad in ("../escape", "/etc/passwd", "..", "a/b", ""):
-        r = call(s.executor, save, FieldFile.Request(name=bad))
+        r = client.save(bad)
         assert not r.success and "invalid field name" in r.message, (bad, r.message)
-    assert not call(s.executor, load, FieldFile.Request(name="missing")).success
-    r = call(s.executor, load, FieldFile.Request(name="lounge-1"))
+    assert not client.load("missing").success
+    r = client.load("lounge-1")
     assert r.success, r.message
     assert _query(s, ["sofa"]).matches[0].found
     assert proc.alive()
 
 
 def test_cancel_and_bad_requests(start_node):
-    proc, s = start_node(*_args(None, iterations=100000))
+    proc, s = start_node(*_args(iterations=100000))
     res = _query(s, ["chair"])
     assert not res.success and res.message.startswith("no field yet")
     result, _ = _reconstruct(s)  # no keyframes yet
     assert not result.success and "at least 2 keyframes" in result.message
     _capture_scene(s)
-    client = ActionClient(s.node, Reconstruct, "/langx_node/reconstruct")
-    assert spin_until(s.executor, client.server_is_ready, 30)
-    bad = client.send_goal_async(Reconstruct.Goal(use_trimap=True))
-    assert spin_until(s.executor, bad.done, 30)
-    r = bad.result().get_result_async()
-    assert spin_until(s.executor, r.done, 30) and "TriMap" in r.result().result.message
+    client = LangxClient(s)
+    assert "TriMap" in client.reconstruct(Reconstruct.Goal(use_trimap=True), timeout=30).message
 
     result, feedback = _reconstruct(s, cancel_after_feedback=True)
     assert not result.success and "cancelled" in result.message

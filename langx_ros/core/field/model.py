@@ -100,5 +100,15 @@ class LanguageField:
         p = torch.nn.ParameterDict({k: torch.nn.Parameter(v, requires_grad=False) for k, v in self.params.items()})
         return render_view(p, viewmat.to(self.device), K.to(self.device), width, height, backend)
 
+    @torch.no_grad()
+    def render_channels(self, channels: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                        backend: str = "auto"):
+        """Render arbitrary per-Gaussian channels (N, C) with the field's geometry (a RenderOutput)."""
+        from langx_ros.core.field.render import rasterize
+
+        a = self.activated()
+        return rasterize(a["means"], a["quats"], a["scales"], a["opacities"], channels.to(self.device),
+                         viewmat.to(self.device), K.to(self.device), width, height, backend=backend)
+
     def activated(self) -> dict[str, torch.Tensor]:
         return activated(self.params)  # type: ignore[arg-type]

@@ -1,0 +1,68 @@
+"""A small Python client of langx_node (used by the demo and the tests; handy for scripts)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from langx_interfaces.action import Reconstruct
+from langx_interfaces.msg import NodeStatus
+from langx_interfaces.srv import FieldFile, QueryObjects
+from rclpy.action import ActionClient
+from std_srvs.srv import Trigger
+
+from langx_ros.ros.node import LATCHED
+from langx_ros.ros.process import RosSession, call, spin_until
+
+
+class LangxClient:
+    """Talks to a langx_node named ``node`` (e.g. "/langx_node") through a RosSession."""
+
+    def __init__(self, session: RosSession, node: str = "/langx_node"):
+        self.s = session
+        n = session.node
+        self.status: list[NodeStatus] = []
+        n.create_subscription(NodeStatus, f"{node}/status", self.status.append, LATCHED)
+        self._capture = n.create_client(Trigger, f"{node}/capture_keyframe")
+        self._clear = n.create_client(Trigger, f"{node}/clear_keyframes")
+        self._query = n.create_client(QueryObjects, f"{node}/query")
+        self._save = n.create_client(FieldFile, f"{node}/save_field")
+        self._load = n.create_client(FieldFile, f"{node}/load_field")
+        self._action = ActionClient(n, Reconstruct, f"{node}/reconstruct")
+
+    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        return spin_until(self.s.executor, predicate, timeout)
+
+    def capture(self) -> Trigger.Response:
+        return call(self.s.executor, self._capture, Trigger.Request())
+
+    def clear(self) -> Trigger.Response:
+        return call(self.s.executor, self._clear, Trigger.Request())
+
+    def query(self, queries: list[str], view: str = "latest", threshold: float = 0.0, masks: bool = True, timeout: float = 60.0):
+        req = QueryObjects.Request(queries=queries, threshold=threshold, view=view, return_masks=masks)
+        return call(self.s.executor, self._query, req, timeout=timeout)
+
+    def save(self, name: str) -> FieldFile.Response:
+        return call(self.s.executor, self._save, FieldFile.Request(name=name))
+
+    def load(self, name: str) -> FieldFile.Response:
+        return call(self.s.executor, self._load, FieldFile.Request(name=name))
+
+    def send_reconstruct(self, goal: Reconstruct.Goal, on_feedback: Callable[[Reconstruct.Feedback], None] | None = None,
+                         timeout: float = 30.0):
+        """Send a goal; returns the goal handle (check .accepted)."""
+        if not self.wait(self._action.server_is_ready, timeout):
+            raise TimeoutError("the ~/reconstruct action server did not appear")
+        fut = self._action.send_goal_async(goal, feedback_callback=(lambda m: on_feedback(m.feedback)) if on_feedback else None)
+        if not self.wait(fut.done, timeout):
+            raise TimeoutError("the reconstruct goal was not answered")
+        return fut.result()
+
+    def result(self, handle, timeout: float = 3600.0) -> Reconstruct.Result:
+        fut = handle.get_result_async()
+        if not self.wait(fut.done, timeout):
+            raise TimeoutError(f"the reconstruction did not finish within {timeout:.0f} s")
+        return fut.result().result
+
+    def reconstruct(self, goal: Reconstruct.Goal | None = None, on_feedback=None, timeout: float = 3600.0) -> Reconstruct.Result:
+        handle = self.send_reconstruct(goal or Reconstruct.Goal(keep_previous_on_failure=True), on_feedback)
+        return self.result(handle, timeout)
