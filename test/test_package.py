@@ -112,3 +112,14 @@ def test_core_never_imports_ros(path):
                 f"{path.name} imports {n}: core must stay ROS-free"
             )
             assert not n.startswith("langx_ros.ros"), f"{path.name} imports the ROS layer"
+
+
+def test_rviz_config_shows_the_node_outputs():
+    import yaml
+
+    cfg = yaml.safe_load((REPO / "config" / "langx.rviz").read_text())
+    displays = cfg["Visualization Manager"]["Displays"]
+    topics = {d["Topic"]["Value"] for d in displays if "Topic" in d}
+    assert {"/langx_node/field/cloud", "/langx_node/query/cloud", "/langx_node/query/markers",
+            "/langx_node/query/mask", "/langx_node/query/relevancy", "/camera/image"} <= topics
+    assert cfg["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
