@@ -20,10 +20,9 @@ from langx_ros.ros.process import spin_until
 SCENE = make_scene(3, 64, 48)
 
 
-def _args(iterations=150):
-    return [
-        "-p", "semantics.source:=oracle",
-        "-p", "semantics.labels:=" + json.dumps(SCENE.labels),
+def _args(iterations=150, oracle=True):
+    semantics = ["-p", "semantics.source:=oracle", "-p", "semantics.labels:=" + json.dumps(SCENE.labels)] if oracle else []
+    return semantics + [
         "-p", f"field.iterations:={iterations}", "-p", "lqc.steps:=200", "-p", "lqc.codebook_size:=128", "-p", "lqc.batch_size:=256",
         "-p", "query.threshold:=0.8", "-p", "query.mask_box_px:=3", "-p", "query.mask_clean_px:=1",
         "-r", "image:=/camera/image", "-r", "camera_info:=/camera/camera_info", "-r", "depth:=/camera/depth",
@@ -130,3 +129,23 @@ def test_cancel_and_bad_requests(start_node):
     res = _query(s, ["chair"], view="kf-999")
     assert not res.success
     assert proc.alive()
+
+
+def test_clip_path_with_random_weights_says_so(start_node, tmp_path):
+    """semantics.source = clip without weights: refused unless random weights are allowed; then
+    the SAM2 fallback (superpixels) + open_clip (RANDOM WEIGHTS) path runs and says so."""
+    common = _args(iterations=30, oracle=False) + ["-p", "features.max_segments:=3", "-p", f"models.model_dir:={tmp_path / 'none'}",
+                     "-p", f"models.hf_cache:={tmp_path / 'none'}"]
+    proc, s = start_node(*common)
+    _capture_scene(s)
+    result, _ = _reconstruct(s)
+    assert not result.success and "open_clip ViT-B-16: no weights found" in result.message
+    s.close()
+    proc.stop()
+    proc, s = start_node(*common, "-p", "models.allow_random_weights:=true")
+    _capture_scene(s)
+    result, _ = _reconstruct(s)
+    assert result.success, result.message
+    assert "RANDOM WEIGHTS" in result.provenance and "superpixel fallback" in result.provenance
+    res = _query(s, ["sofa"])
+    assert res.success and "RANDOM WEIGHTS" in res.provenance
