@@ -19,10 +19,10 @@ from _util import write_json
 from langx_ros.core.config import QueryConfig
 from langx_ros.core.field.gaussians import init_from_points
 from langx_ros.core.field.train import FieldConfig, TrainView, render_view, train_field
-from langx_ros.core.frames import backproject, load_rgbd_frame, normals_from_depth, resize_frame
+from langx_ros.core.frames import load_rgbd_frame, normals_from_depth, resize_frame
 from langx_ros.core.lqc import LQCConfig
 from langx_ros.core.query import query_2d, select_3d
-from langx_ros.core.reconstruct import ReconstructConfig, reconstruct
+from langx_ros.core.reconstruct import ReconstructConfig, depth_points, reconstruct
 from langx_ros.core.synthetic import ORACLE_PROVENANCE, OracleSemantics, OracleTextEncoder, make_scene
 
 
@@ -115,14 +115,7 @@ def rgbd(a, device) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    pts, cols, nrm = [], [], []
-    for f in train:
-        n = normals_from_depth(f.depth, f.K, f.pose)
-        p, c, pix = backproject(f)
-        nn = n[pix[:, 0], pix[:, 1]]
-        ok = np.isfinite(nn).all(1)
-        pts.append(p[ok]), cols.append(c[ok]), nrm.append(nn[ok])
-    params = init_from_points(np.concatenate(pts), np.concatenate(cols), np.concatenate(nrm), 3, 300_000, device=device)
+    params = init_from_points(*depth_points(train), 3, 300_000, device=device)
     t = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)  # noqa: E731
     views = [TrainView(t(f.rgb / 255.0), t(f.K), t(np.linalg.inv(f.pose)), t(f.depth), t(normals_from_depth(f.depth, f.K, f.pose))) for f in train]
     st = train_field(params, views, FieldConfig(iterations=a.iters), levels=1)

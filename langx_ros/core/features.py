@@ -56,7 +56,8 @@ class ClipModel:
     def encode_images(self, crops: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) float in [0, 1] at input size -> (B, F) normalised embeddings."""
         x = (crops.to(self.device) - self.mean) / self.std
-        return F.normalize(self.model.encode_image(x).float(), dim=-1)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            return F.normalize(self.model.encode_image(x).float(), dim=-1)
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> np.ndarray:
@@ -75,28 +76,46 @@ class ClipModel:
         return self.encode_text(texts)
 
 
-def segment_crops(rgb: np.ndarray, seg: np.ndarray, size: int, max_segments: int) -> tuple[torch.Tensor, np.ndarray]:
+def segment_crops(rgb: np.ndarray, seg: np.ndarray, size: int, max_segments: int,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, np.ndarray]:
     """Masked, square-padded crops (M, 3, size, size) in [0, 1] of the segments of ``seg``.
 
-    Returns the crops and the segment ids they belong to (largest segments first, at most
-    ``max_segments``).
+    One batched bilinear resampling on ``device`` (the bounding box of each segment, padded to
+    a square around its centre; pixels of other segments and outside the image are zero).
+    Returns the crops and the segment ids they belong to (largest first, at most ``max_segments``).
     """
     ids, counts = np.unique(seg[seg >= 0], return_counts=True)
     ids = ids[np.argsort(-counts, kind="stable")][:max_segments]
-    img = torch.as_tensor(rgb).permute(2, 0, 1).float() / 255.0
-    crops = []
-    for i in ids:
-        m = seg == i
-        rows, cols = np.nonzero(np.any(m, 1))[0], np.nonzero(np.any(m, 0))[0]
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        c = img[:, y0:y1, x0:x1] * torch.as_tensor(m[y0:y1, x0:x1])[None]
-        hh, ww = c.shape[1:]
-        side = max(hh, ww)
-        c = F.pad(c, ((side - ww) // 2, side - ww - (side - ww) // 2, (side - hh) // 2, side - hh - (side - hh) // 2))
-        crops.append(F.interpolate(c[None], size=(size, size), mode="bilinear", align_corners=False)[0])
-    if not crops:
-        return torch.zeros(0, 3, size, size), ids
-    return torch.stack(crops), ids
+    if len(ids) == 0:
+        return torch.zeros(0, 3, size, size, device=device), ids
+    h, w = seg.shape
+    seg_t = torch.as_tensor(seg, device=device)
+    ids_t = torch.as_tensor(ids, device=device)
+    # bounding boxes of the chosen segments (pixel index ranges, inclusive)
+    yy, xx = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    lut = torch.full((int(seg.max()) + 1,), -1, dtype=torch.long, device=device)
+    lut[ids_t] = torch.arange(len(ids), device=device)
+    slot = torch.where(seg_t >= 0, lut[seg_t.clamp(min=0)], torch.full_like(seg_t, -1)).reshape(-1)
+    sel = slot >= 0
+    n = len(ids)
+    x0 = torch.full((n,), 10**9, device=device).scatter_reduce(0, slot[sel], xx.reshape(-1)[sel], "amin")
+    x1 = torch.full((n,), -1, device=device).scatter_reduce(0, slot[sel], xx.reshape(-1)[sel], "amax")
+    y0 = torch.full((n,), 10**9, device=device).scatter_reduce(0, slot[sel], yy.reshape(-1)[sel], "amin")
+    y1 = torch.full((n,), -1, device=device).scatter_reduce(0, slot[sel], yy.reshape(-1)[sel], "amax")
+    cx, cy = (x0 + x1 + 1).float() / 2, (y0 + y1 + 1).float() / 2
+    side = torch.maximum(x1 - x0 + 1, y1 - y0 + 1).float()
+    # sampling grid in pixel units -> normalised [-1, 1] (align_corners=False convention)
+    t = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size - 0.5  # (S,)
+    gx = cx[:, None] + side[:, None] * t[None]  # (M, S) pixel x of each output column
+    gy = cy[:, None] + side[:, None] * t[None]
+    grid = torch.stack([(gx / w * 2 - 1)[:, None, :].expand(n, size, size), (gy / h * 2 - 1)[:, :, None].expand(n, size, size)], -1)
+    img = torch.as_tensor(rgb, device=device).permute(2, 0, 1).float()[None] / 255.0
+    crops = F.grid_sample(img.expand(n, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # slot + 1 so that 0 means "no chosen segment" (also what padding outside the image reads)
+    which = F.grid_sample((slot + 1).reshape(1, 1, h, w).float().expand(n, -1, -1, -1), grid, mode="nearest",
+                          padding_mode="zeros", align_corners=False)
+    inside = which[:, 0] == torch.arange(1, n + 1, device=device, dtype=torch.float32)[:, None, None]
+    return crops * inside[:, None], ids
 
 
 class ClipSegmentFeatures:
@@ -112,7 +131,7 @@ class ClipSegmentFeatures:
     def segment_features(self, frame) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
         for seg in self.segmenter.segment(frame.rgb):
-            crops, ids = segment_crops(frame.rgb, seg, self.clip.input_size, self.cfg.max_segments)
+            crops, ids = segment_crops(frame.rgb, seg, self.clip.input_size, self.cfg.max_segments, self.clip.device)
             feats = [self.clip.encode_images(crops[s : s + self.cfg.batch_size]).cpu() for s in range(0, len(crops), self.cfg.batch_size)]
             f = torch.cat(feats).numpy() if feats else np.zeros((0, 1), np.float32)
             # ids beyond max_segments are dropped; renumber the map to the encoded segments

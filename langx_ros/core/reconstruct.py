@@ -69,6 +69,20 @@ class ReconstructResult:
     stats: dict = field(default_factory=dict)
 
 
+def depth_points(frames: Sequence[Frame], stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World points, colours and normals of every depth pixel (with a valid normal) of ``frames``."""
+    pts, cols, nrm = [], [], []
+    for f in frames:
+        n = normals_from_depth(f.depth, f.K, f.pose)
+        p, c, pix = backproject(f, stride)
+        nn = n[pix[:, 0], pix[:, 1]]
+        ok = np.isfinite(nn).all(axis=1)
+        pts.append(p[ok])
+        cols.append(c[ok])
+        nrm.append(nn[ok])
+    return np.concatenate(pts), np.concatenate(cols), np.concatenate(nrm)
+
+
 def frustum_points(frames: Sequence[Frame], near: float, far: float, per_frame: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random points in each frame's view frustum (uniform pixel, depth in [near, far]), coloured
     by the pixel they project to: the initial guess when no frame has depth."""
@@ -171,17 +185,9 @@ def reconstruct(
 
     t = time.perf_counter()
     check_cancel()
-    with_depth = [(f, n) for f, n in zip(frames, normals) if f.depth is not None]
+    with_depth = [f for f in frames if f.depth is not None]
     if with_depth:
-        pts, cols, nrm = [], [], []
-        for f, n in with_depth:
-            p, c, pix = backproject(f, field_cfg.init_stride)
-            nn = n[pix[:, 0], pix[:, 1]]
-            ok = np.isfinite(nn).all(axis=1)
-            pts.append(p[ok])
-            cols.append(c[ok])
-            nrm.append(nn[ok])
-        points, colors, point_normals = np.concatenate(pts), np.concatenate(cols), np.concatenate(nrm)
+        points, colors, point_normals = depth_points(with_depth, field_cfg.init_stride)
         geometry = f"depth of {len(with_depth)}/{len(frames)} frames"
     else:
         points, colors = frustum_points(frames, cfg.no_depth_near, cfg.no_depth_far, cfg.no_depth_points, field_cfg.seed)

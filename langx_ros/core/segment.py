@@ -33,18 +33,16 @@ class SegmentConfig:
     fallback_min_size: int = param(20, "Smallest superpixel (pixels) of the fallback.", min=1, max=1_000_000)
 
 
-def paint(masks: np.ndarray, scores: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Id map (H, W) from boolean masks (M, H, W): largest first, smaller on top; -1 = none."""
-    out = np.full(shape, -1, np.int64)
-    order = np.argsort(-masks.reshape(len(masks), -1).sum(1), kind="stable")
-    for new_id, i in enumerate(order):
+def paint_torch(masks, shape: tuple[int, int]) -> np.ndarray:
+    """Id map (H, W) from boolean masks (M, H, W) on any device: largest first, smaller on top,
+    ids renumbered densely (fully hidden masks vanish); -1 = none."""
+    import torch
+
+    out = torch.full(shape, -1, dtype=torch.long, device=masks.device)
+    order = torch.argsort(masks.flatten(1).sum(1), descending=True, stable=True)
+    for new_id, i in enumerate(order.tolist()):
         out[masks[i]] = new_id
-    # ids of masks that ended fully hidden are dropped and the rest renumbered densely
-    used = np.unique(out[out >= 0])
-    remap = np.full(len(masks), -1, np.int64)
-    remap[used] = np.arange(len(used))
-    out[out >= 0] = remap[out[out >= 0]]
-    return out
+    return relabel(out.cpu().numpy())
 
 
 def relabel(ids: np.ndarray) -> np.ndarray:
@@ -117,26 +115,40 @@ class SAM2Segmenter:
         xs = (np.arange(n) + 0.5) / n * w
         ys = (np.arange(n) + 0.5) / n * h
         pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 1, 2).astype(np.float32)
-        with torch.inference_mode():
-            self.predictor.set_image(rgb)
-            all_masks, all_iou = [], []
+        pred = self.predictor
+        dev = pred.device
+        on_cuda = dev.type == "cuda"
+        keep_masks: list[list[torch.Tensor]] = [[], [], []]
+        keep_q: list[list[torch.Tensor]] = [[], [], []]
+        # Masks stay on the device: SAM2ImagePredictor.predict() would copy every full-size
+        # float mask to the host. Its documented building blocks (_prep_prompts, _predict)
+        # are used instead (sam2 is pinned).
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):  # as SAM2's own examples
+            pred.set_image(rgb)
             for s in range(0, len(pts), self.cfg.points_per_batch):
                 p = pts[s : s + self.cfg.points_per_batch]
-                masks, iou, _ = self.predictor.predict(p, np.ones(p.shape[:2], np.int64), multimask_output=True)
-                all_masks.append(masks.reshape(len(p), 3, h, w) > 0)
-                all_iou.append(iou.reshape(len(p), 3))
-        masks = np.concatenate(all_masks)  # (P, 3, H, W)
-        ious = np.concatenate(all_iou)  # (P, 3)
+                _, coords, labels, _ = pred._prep_prompts(p, np.ones(p.shape[:2], np.int64), None, None, True)
+                masks, iou, _ = pred._predict(coords, labels, None, None, multimask_output=True)
+                masks = masks > 0  # (B, 3, H, W) bool
+                area = masks.flatten(2).sum(-1)  # (B, 3)
+                ok = (iou.float() >= self.cfg.pred_iou_threshold) & (area >= self.cfg.min_area_fraction * h * w)
+                for lvl in range(3):
+                    keep_masks[lvl].append(masks[ok[:, lvl], lvl])
+                    keep_q[lvl].append(iou[ok[:, lvl], lvl].float())
         out = []
         for lvl in range(3):
-            m, q = masks[:, lvl], ious[:, lvl]
-            area = m.reshape(len(m), -1).sum(1)
-            keep = (q >= self.cfg.pred_iou_threshold) & (area >= self.cfg.min_area_fraction * h * w)
-            m, q = m[keep], q[keep]
+            m = torch.cat(keep_masks[lvl]) if keep_masks[lvl] else torch.zeros(0, h, w, dtype=torch.bool, device=dev)
+            q = torch.cat(keep_q[lvl]) if keep_q[lvl] else torch.zeros(0, device=dev)
             if len(m):
-                ys_, xs_ = np.any(m, axis=2), np.any(m, axis=1)
-                boxes = np.stack([xs_.argmax(1), ys_.argmax(1), w - xs_[:, ::-1].argmax(1), h - ys_[:, ::-1].argmax(1)], 1)
-                kept = nms(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(q), self.cfg.nms_iou).numpy()
+                rows, cols = m.any(2), m.any(1)  # (M, H), (M, W)
+                ar_h = torch.arange(h, device=dev)
+                ar_w = torch.arange(w, device=dev)
+                y0 = torch.where(rows, ar_h, h).min(1).values
+                y1 = torch.where(rows, ar_h, -1).max(1).values + 1
+                x0 = torch.where(cols, ar_w, w).min(1).values
+                x1 = torch.where(cols, ar_w, -1).max(1).values + 1
+                boxes = torch.stack([x0, y0, x1, y1], 1).float()
+                kept = nms(boxes, q, self.cfg.nms_iou)
                 m, q = m[kept], q[kept]
-            out.append(paint(m, q, (h, w)))
+            out.append(paint_torch(m, (h, w)))
         return out

@@ -10,7 +10,8 @@ import torch
 
 from langx_ros.core.field.gaussians import init_from_points
 from langx_ros.core.field.train import FieldConfig, TrainView, render_view, train_field
-from langx_ros.core.frames import backproject, load_rgbd_frame, normals_from_depth, resize_frame
+from langx_ros.core.frames import load_rgbd_frame, normals_from_depth, resize_frame
+from langx_ros.core.reconstruct import depth_points
 
 
 def _view(f):
@@ -31,14 +32,7 @@ def _metrics(params, f):
 def test_train_three_frames_render_held_out(rgbd_folder):
     frames = {i: resize_frame(load_rgbd_frame(rgbd_folder, f"frame-{i:06d}"), 120, 90) for i in (0, 1, 2, 116, 422)}
     train = [frames[0], frames[2], frames[116]]
-    pts, cols, nrm = [], [], []
-    for f in train:
-        n = normals_from_depth(f.depth, f.K, f.pose)
-        p, c, pix = backproject(f)
-        nn = n[pix[:, 0], pix[:, 1]]
-        ok = np.isfinite(nn).all(1)
-        pts.append(p[ok]), cols.append(c[ok]), nrm.append(nn[ok])
-    params = init_from_points(np.concatenate(pts), np.concatenate(cols), np.concatenate(nrm), 3, 12000)
+    params = init_from_points(*depth_points(train), 3, 12000)
     before = _metrics(params, frames[1])
     train_field(params, [_view(f) for f in train], FieldConfig(iterations=200), levels=1)
     after = {i: _metrics(params, frames[i]) for i in (0, 1, 422)}

@@ -10,7 +10,7 @@ import torch
 
 from langx_ros.core.config import LangxConfig
 from langx_ros.core.features import ClipModel, ClipSegmentFeatures, FeatureConfig, segment_crops
-from langx_ros.core.segment import SAM2Segmenter, SegmentConfig, SuperpixelSegmenter, paint
+from langx_ros.core.segment import SAM2Segmenter, SegmentConfig, SuperpixelSegmenter, paint_torch
 from langx_ros.core.semantics import load_semantics
 from langx_ros.core.synthetic import make_scene
 
@@ -32,7 +32,7 @@ def test_paint_puts_small_masks_on_top_and_renumbers():
     small[0, 0] = True
     hidden = np.zeros((4, 4), bool)
     hidden[1:3, 1:3] = True  # covered by nothing smaller, painted over big
-    ids = paint(np.stack([small, big, hidden]), np.ones(3), (4, 4))
+    ids = paint_torch(torch.as_tensor(np.stack([small, big, hidden])), (4, 4))
     assert ids[0, 0] != ids[3, 3] and ids[1, 1] != ids[3, 3]
     assert sorted(np.unique(ids)) == [0, 1, 2]
 
