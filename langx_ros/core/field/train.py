@@ -150,7 +150,8 @@ def train_field(
     extent = _scene_extent(params)
     lrs = {"means": cfg.lr_means * extent, "quats": cfg.lr_quats, "scales": cfg.lr_scales,
            "opacities": cfg.lr_opacities, "colors": cfg.lr_colors, "sem": cfg.lr_sem}
-    optimizers = {k: torch.optim.Adam([params[k]], lr=lrs[k], eps=1e-15) for k in params.keys()}
+    fused = params["means"].is_cuda  # one fused kernel per optimizer step on CUDA
+    optimizers = {k: torch.optim.Adam([params[k]], lr=lrs[k], eps=1e-15, fused=fused) for k in params.keys()}
     backend = cfg.backend if cfg.backend != "auto" else ("gsplat" if params["means"].is_cuda else "torch")
     sem_start = int(round(cfg.semantic_start * cfg.iterations))
     strategy, state = None, {}
