@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
-from _util import machine, time_ms, write_json
+from _util import time_ms, write_json
 
 from langx_ros.core.config import QueryConfig
 from langx_ros.core.field.model import LanguageField

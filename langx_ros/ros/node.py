@@ -129,6 +129,10 @@ class Progress:
     detail: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
 
+    def update(self, stage: str, fraction: float, detail: str) -> None:
+        """The reconstruction's progress callback."""
+        self.stage, self.stage_progress, self.detail = stage, fraction, detail
+
     @property
     def total(self) -> float:
         i = STAGES.index(self.stage) if self.stage in STAGES else 0
@@ -166,7 +170,7 @@ class LangxNode(Node):
         self._accepted = 0
         self._rejected = 0
         self._last_rejection = ""
-        self._field = None  # the language field; built by the reconstruction (later issue)
+        self._field = None  # the LanguageField ~/query answers from (built by ~/reconstruct or loaded)
         self._last_query_ms = -1.0
         self._last_recon_s = -1.0
         self._warnings = ThrottledWarnings(self.get_logger().warning, self.node_cfg.warn_throttle_seconds)
@@ -452,7 +456,7 @@ class LangxNode(Node):
             try:
                 outcome["result"] = self.engine.build(
                     frames, int(goal.iterations),
-                    progress=lambda st, fr, d: (setattr(progress, "stage", st), setattr(progress, "stage_progress", fr), setattr(progress, "detail", d)),
+                    progress=progress.update,
                     cancel=progress.cancel.is_set,
                 )
             except BaseException as exc:  # reported to the caller, never raised in the executor

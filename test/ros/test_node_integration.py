@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from langx_interfaces.msg import NodeStatus
 from langx_interfaces.srv import QueryObjects

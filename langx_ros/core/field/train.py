@@ -146,7 +146,6 @@ def train_field(
         progress: called as progress(fraction, detail) every ~1% of the iterations.
         cancel: polled every iteration; when it returns True, :class:`Cancelled` is raised.
     """
-    device = params["means"].device
     extent = _scene_extent(params)
     lrs = {"means": cfg.lr_means * extent, "quats": cfg.lr_quats, "scales": cfg.lr_scales,
            "opacities": cfg.lr_opacities, "colors": cfg.lr_colors, "sem": cfg.lr_sem}
