@@ -323,9 +323,7 @@ class LangxNode(Node):
             p = _nearest(self._poses, t, tol)
             ins = _nearest(self._instances, t, tol)
         shape = img.rgb.shape[:2]
-        if d is not None and d[1].shape != shape:
-            self._reject("depth", f"depth is {d[1].shape[1]}x{d[1].shape[0]} but the image is {shape[1]}x{shape[0]}")
-        depth = d[1] if d is not None and d[1].shape == shape else None
+        depth = d[1] if d is not None and d[1].shape == shape else None  # other sizes were rejected on arrival
         instances = ins[1] if ins is not None and ins[1].shape == shape else None
         pose = p[1] if p is not None else self._tf_pose(img.frame_id, img.stamp)
         return LatestImage(img.rgb, img.camera, img.stamp, img.frame_id, depth, pose, instances)
@@ -358,6 +356,10 @@ class LangxNode(Node):
     def _on_depth(self, msg: Image) -> None:
         try:
             depth = depth_from_image(msg, self.node_cfg.max_image_pixels)
+            camera = self._camera
+            if camera is not None and depth.shape != (camera.height, camera.width):
+                raise ImageError(f"depth is {depth.shape[1]}x{depth.shape[0]} but camera_info says {camera.width}x{camera.height} "
+                                 "(register depth to the colour camera)")
         except ImageError as exc:
             self._reject("depth", str(exc))
             return
