@@ -1,0 +1,129 @@
+"""Key-frame interpolation on diffusers' CogVideoX image-to-video components (TriMap, §3.2).
+
+The condition video holds the first and last key frames with zeros between; it is VAE-encoded
+and concatenated channel-wise with the noise latent, as CogVideoX's image-to-video model takes
+its (first-frame) condition. The three modalities (RGB, normals, semantics) of several key-frame
+pairs go through the model as ONE batch; every item has its own generator, so a batch gives the
+same result as the items run one by one. With ``pin_keyframes`` the first and last latent
+frames are held at the key frames' own latents after every step (the method's key frames are
+known, so they are not left to the model).
+
+Components are passed in (diffusers style): a ``CogVideoXTransformer3DModel`` with
+``in_channels = 2 x latent channels``, an ``AutoencoderKLCogVideoX`` and CogVideoX's DDIM scheduler;
+text conditioning arrives as precomputed prompt embeddings. The loop reuses diffusers'
+``CogVideoXImageToVideoPipeline`` for its rotary-embedding helper (not for its sampling).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from langx_ros.core.config_fields import param
+
+
+@dataclass
+class TriMapConfig:
+    """TriMap video diffusion (off unless weights are configured)."""
+
+    model_subdir: str = param("trimap", "Folder under models.model_dir with the diffusers model (model_index.json, transformer/, vae/, scheduler/).")
+    num_frames: int = param(49, "Frames per generated video, key frames included (4k + 1).", min=5, max=257)
+    height: int = param(480, "Generation height (px, multiple of 16).", min=16, max=2048)
+    width: int = param(720, "Generation width (px, multiple of 16).", min=16, max=2048)
+    steps: int = param(50, "Denoising steps.", min=1, max=1000)
+    guidance: float = param(6.0, "Classifier-free guidance scale (1 = off).", min=1.0, max=50.0)
+    prompt: str = param("a 3D consistent video scene", "Text prompt (its embeddings are cached on disk).")
+    pin_keyframes: bool = param(True, "Hold the first and last latent frames at the key frames' latents.")
+    seed: int = param(0, "Random seed of the noise.", min=0, max=2**31 - 1)
+
+
+def _generators(n: int, seed: int) -> list[torch.Generator]:
+    return [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n)]
+
+
+class KeyframeInterpolator:
+    """Generates the frames between two key frames, for a batch of (first, last) pairs."""
+
+    def __init__(self, transformer, vae, scheduler, prompt_embeds: torch.Tensor, negative_prompt_embeds: torch.Tensor | None = None):
+        from langx_ros.core.torch_compat import ensure_torchvision
+
+        ensure_torchvision()
+        from diffusers import CogVideoXImageToVideoPipeline
+
+        self.transformer, self.vae, self.scheduler = transformer, vae, scheduler
+        # the stock pipeline object only provides helpers (rotary embeddings); sampling is ours
+        self._helper = CogVideoXImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=scheduler)
+        self.prompt_embeds = prompt_embeds
+        self.negative_prompt_embeds = negative_prompt_embeds if negative_prompt_embeds is not None else torch.zeros_like(prompt_embeds)
+        self.latent_channels = int(vae.config.latent_channels)
+        if int(transformer.config.in_channels) != 2 * self.latent_channels:
+            raise ValueError(f"the transformer takes {transformer.config.in_channels} channels; key-frame conditioning needs "
+                             f"2 x {self.latent_channels} (an image-to-video CogVideoX)")
+        self.t_ratio = int(vae.config.temporal_compression_ratio)
+        self.s_ratio = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, F, 3, H, W) in [0, 1] -> scaled latents (B, F', C, h, w)."""
+        x = (video * 2 - 1).permute(0, 2, 1, 3, 4).to(self.vae.dtype)
+        lat = self.vae.encode(x).latent_dist.mode()
+        return (lat * self.vae.config.scaling_factor).permute(0, 2, 1, 3, 4)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, F', C, h, w) -> (B, F, 3, H, W) in [0, 1]."""
+        z = (latents / self.vae.config.scaling_factor).permute(0, 2, 1, 3, 4).to(self.vae.dtype)
+        video = self.vae.decode(z).sample
+        return ((video.float() + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)
+
+    def condition(self, first: torch.Tensor, last: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Latents of the condition video: first and last key frames, zeros between."""
+        b, _, h, w = first.shape
+        video = torch.zeros(b, num_frames, 3, h, w, dtype=first.dtype, device=first.device)
+        video[:, 0] = first
+        video[:, -1] = last
+        return self.encode(video)
+
+    @torch.no_grad()
+    def __call__(self, first: torch.Tensor, last: torch.Tensor, num_frames: int, steps: int, guidance: float,
+                 seed: int = 0, pin_keyframes: bool = True, return_latents: bool = False):
+        """(B, 3, H, W) first and last key frames in [0, 1] -> (B, F, 3, H, W) video in [0, 1].
+
+        Item i of the batch uses the noise of seed + i, whatever the batch size.
+        """
+        if type(self.scheduler).__name__ == "CogVideoXDPMScheduler":
+            raise ValueError("use CogVideoXDDIMScheduler: the DPM scheduler draws noise at every step, so batched and "
+                             "one-by-one runs would differ")
+        if (num_frames - 1) % self.t_ratio:
+            raise ValueError(f"num_frames must be {self.t_ratio}k + 1, got {num_frames}")
+        device = first.device
+        b, _, h, w = first.shape
+        cond = self.condition(first, last, num_frames)  # (B, F', C, h', w')
+        shape = cond.shape[1:]
+        dtype = self.transformer.dtype
+        noise = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in _generators(b, seed)]).to(device)
+        self.scheduler.set_timesteps(steps, device=device)
+        latents = noise * self.scheduler.init_noise_sigma
+        keys = (self.encode(first[:, None])[:, 0], self.encode(last[:, None])[:, 0]) if pin_keyframes else None
+        use_cfg = guidance > 1.0
+        pos = self.prompt_embeds.to(device=device, dtype=dtype).expand(b, -1, -1)
+        neg = self.negative_prompt_embeds.to(device=device, dtype=dtype).expand(b, -1, -1)
+        enc = torch.cat([neg, pos]) if use_cfg else pos
+        rotary = None
+        if self.transformer.config.use_rotary_positional_embeddings:
+            rotary = self._helper._prepare_rotary_positional_embeddings(h, w, latents.shape[1], device)
+        ofs = None if self.transformer.config.ofs_embed_dim is None else latents.new_full((1,), fill_value=2.0)
+        for t in self.scheduler.timesteps:
+            x = torch.cat([latents, latents]) if use_cfg else latents
+            x = self.scheduler.scale_model_input(x, t)
+            x = torch.cat([x, torch.cat([cond, cond]) if use_cfg else cond], dim=2).to(dtype)
+            pred = self.transformer(hidden_states=x, encoder_hidden_states=enc, timestep=t.expand(x.shape[0]),
+                                    ofs=ofs, image_rotary_emb=rotary, return_dict=False)[0].float()
+            if use_cfg:
+                uncond, cond_pred = pred.chunk(2)
+                pred = uncond + guidance * (cond_pred - uncond)
+            latents = self.scheduler.step(pred, t, latents, return_dict=False)[0]  # DDIM, eta = 0: deterministic
+            if keys is not None:
+                latents[:, 0], latents[:, -1] = keys[0], keys[1]
+        video = self.decode(latents)
+        return (video, latents) if return_latents else video

@@ -1,0 +1,68 @@
+"""Key-frame interpolation on tiny CogVideoX components with RANDOM WEIGHTS (shapes, batching,
+key-frame pinning; says nothing about generation quality)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from langx_ros.core.torch_compat import ensure_torchvision
+
+ensure_torchvision()
+from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXDPMScheduler, CogVideoXTransformer3DModel  # noqa: E402
+
+from langx_ros.core.trimap.interpolate import KeyframeInterpolator  # noqa: E402
+
+
+def _parts(in_channels=8):
+    torch.manual_seed(0)
+    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8), down_block_types=("CogVideoXDownBlock3D",) * 3,
+                                 up_block_types=("CogVideoXUpBlock3D",) * 3, latent_channels=4, layers_per_block=1,
+                                 norm_num_groups=2, temporal_compression_ratio=4, sample_height=16, sample_width=16).eval()
+    tr = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=in_channels, out_channels=4,
+                                     time_embed_dim=8, text_embed_dim=16, num_layers=1, sample_width=4, sample_height=4,
+                                     sample_frames=9, patch_size=2, max_text_seq_length=4,
+                                     use_rotary_positional_embeddings=True).eval()
+    return tr, vae
+
+
+@pytest.fixture(scope="module")
+def interp():
+    tr, vae = _parts()
+    return KeyframeInterpolator(tr, vae, CogVideoXDDIMScheduler(), torch.randn(1, 4, 16, generator=torch.Generator().manual_seed(1)))
+
+
+def _keys(n=3):
+    g = torch.Generator().manual_seed(2)
+    return torch.rand(n, 3, 16, 16, generator=g), torch.rand(n, 3, 16, 16, generator=g)
+
+
+def test_shapes_and_pinned_keyframes(interp):
+    first, last = _keys()
+    video, lat = interp(first, last, num_frames=9, steps=3, guidance=6.0, seed=5, return_latents=True)
+    assert video.shape == (3, 9, 3, 16, 16) and 0 <= float(video.min()) and float(video.max()) <= 1
+    assert lat.shape == (3, 3, 4, 4, 4)  # 9 frames -> 3 latent frames; 16 px -> 4
+    assert torch.equal(lat[:, 0], interp.encode(first[:, None])[:, 0])
+    assert torch.equal(lat[:, -1], interp.encode(last[:, None])[:, 0])
+    _, free = interp(first, last, num_frames=9, steps=3, guidance=6.0, seed=5, pin_keyframes=False, return_latents=True)
+    assert not torch.equal(free[:, 0], lat[:, 0])  # pinning is what holds them
+
+
+def test_one_batch_equals_items_one_by_one(interp):
+    first, last = _keys()  # e.g. the RGB, normal and semantic key frames of one pair
+    batched = interp(first, last, 9, 3, 6.0, seed=11)
+    for i in range(3):
+        alone = interp(first[i : i + 1], last[i : i + 1], 9, 3, 6.0, seed=11 + i)
+        assert torch.allclose(batched[i], alone[0], atol=1e-4)
+
+
+def test_without_guidance_and_bad_settings(interp):
+    first, last = _keys(1)
+    assert interp(first, last, 9, 2, 1.0).shape == (1, 9, 3, 16, 16)
+    with pytest.raises(ValueError, match="4k \\+ 1"):
+        interp(first, last, 8, 2, 1.0)
+    tr, vae = _parts()
+    with pytest.raises(ValueError, match="DDIM"):
+        KeyframeInterpolator(tr, vae, CogVideoXDPMScheduler(), torch.zeros(1, 4, 16))(first, last, 9, 2, 1.0)
+    tr16, vae16 = _parts(in_channels=4)
+    with pytest.raises(ValueError, match="image-to-video"):
+        KeyframeInterpolator(tr16, vae16, CogVideoXDDIMScheduler(), torch.zeros(1, 4, 16))
