@@ -66,3 +66,26 @@ def test_without_guidance_and_bad_settings(interp):
     tr16, vae16 = _parts(in_channels=4)
     with pytest.raises(ValueError, match="image-to-video"):
         KeyframeInterpolator(tr16, vae16, CogVideoXDDIMScheduler(), torch.zeros(1, 4, 16))
+
+
+def test_model_folder_and_prompt_cache_errors_name_what_is_missing(tmp_path):
+    from safetensors.torch import save_file
+
+    from langx_ros.core.models import ModelNotFound
+    from langx_ros.core.trimap.interpolate import check_model_folder, prompt_embeddings
+
+    (tmp_path / "m" / "vae").mkdir(parents=True)
+    (tmp_path / "m" / "vae" / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFound) as info:
+        check_model_folder(tmp_path / "m")
+    msg = str(info.value)
+    assert "transformer/config.json" in msg and "model_index.json" in msg and "vae/config.json" not in msg
+    with pytest.raises(ModelNotFound, match="text_encoder"):
+        prompt_embeddings(tmp_path / "m", "a 3D consistent video scene", tmp_path / "cache")
+    # a cached prompt needs no T5 at all
+    import hashlib
+
+    key = hashlib.sha256(f"{(tmp_path / 'm').resolve()}|hello".encode()).hexdigest()[:16]
+    (tmp_path / "cache").mkdir()
+    save_file({"prompt_embeds": torch.ones(1, 3, 8)}, str(tmp_path / "cache" / f"prompt-{key}.safetensors"))
+    assert torch.equal(prompt_embeddings(tmp_path / "m", "hello", tmp_path / "cache"), torch.ones(1, 3, 8))

@@ -127,3 +127,54 @@ class KeyframeInterpolator:
                 latents[:, 0], latents[:, -1] = keys[0], keys[1]
         video = self.decode(latents)
         return (video, latents) if return_latents else video
+
+
+REQUIRED = ("model_index.json", "transformer/config.json", "vae/config.json", "scheduler/scheduler_config.json")
+
+
+def check_model_folder(folder) -> None:
+    """Raise ModelNotFound naming every missing part of a diffusers CogVideoX folder."""
+    from pathlib import Path
+
+    from langx_ros.core.models import ModelNotFound
+
+    folder = Path(folder).expanduser()
+    missing = [folder / r for r in REQUIRED if not (folder / r).is_file()]
+    if missing:
+        raise ModelNotFound("TriMap (CogVideoX image-to-video)", missing,
+                            "Put the LangScene-X TriMap model or a CogVideoX-5b-I2V diffusers folder there.")
+
+
+def prompt_embeddings(folder, prompt: str, cache_dir, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, L, D) T5 embeddings of ``prompt``, cached as safetensors under ``cache_dir``.
+
+    The T5 encoder (text_encoder/, tokenizer/ of the model folder) is loaded only when the cache
+    misses, then freed.
+    """
+    import hashlib
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save
+
+    from langx_ros.core.atomic import atomic_write_bytes
+    from langx_ros.core.models import ModelNotFound
+
+    folder = Path(folder).expanduser()
+    key = hashlib.sha256(f"{folder.resolve()}|{prompt}".encode()).hexdigest()[:16]
+    path = Path(cache_dir).expanduser() / f"prompt-{key}.safetensors"
+    if path.is_file():
+        return load_file(str(path), device=str(device))["prompt_embeds"]
+    missing = [folder / d for d in ("text_encoder", "tokenizer") if not (folder / d).is_dir()]
+    if missing:
+        raise ModelNotFound("TriMap prompt embeddings (T5 text encoder)", missing,
+                            f"No cached embeddings for this prompt at {path} and no T5 encoder to compute them.")
+    from transformers import T5EncoderModel, T5Tokenizer
+
+    tok = T5Tokenizer.from_pretrained(str(folder / "tokenizer"))
+    enc = T5EncoderModel.from_pretrained(str(folder / "text_encoder")).to(device).eval()
+    ids = tok([prompt], padding="max_length", max_length=226, truncation=True, return_tensors="pt").input_ids.to(device)
+    with torch.no_grad():
+        emb = enc(ids)[0].float().cpu()
+    del enc
+    atomic_write_bytes(path, save({"prompt_embeds": emb.contiguous()}))
+    return emb.to(device)
