@@ -29,6 +29,7 @@ from langx_ros.core.keyframes import KeyframeConfig
 from langx_ros.core.lqc import LQCConfig
 from langx_ros.core.reconstruct import ReconstructConfig
 from langx_ros.core.segment import SegmentConfig
+from langx_ros.core.trimap.interpolate import TriMapConfig
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +119,7 @@ class LangxConfig:
     lqc: LQCConfig = dataclasses.field(default_factory=LQCConfig)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     reconstruct: ReconstructConfig = dataclasses.field(default_factory=ReconstructConfig)
+    trimap: TriMapConfig = dataclasses.field(default_factory=TriMapConfig)
     query: QueryConfig = dataclasses.field(default_factory=QueryConfig)
 
     @classmethod

@@ -61,6 +61,7 @@ class Engine:
         self._lock = threading.Lock()
         self._clip = None  # (SemanticSource, ClipModel)
         self._minilm = None
+        self._trimap = None  # KeyframeInterpolator (large: loaded only when a reconstruction asks for it)
 
     # ---- models (loaded once) -----------------------------------------------------------------
     def clip_stack(self):
@@ -79,6 +80,32 @@ class Engine:
                 self._minilm = MiniLMTextEncoder(self.device)
             return self._minilm
 
+    def trimap(self):
+        """The TriMap interpolator from <model_dir>/<trimap.model_subdir> (ModelNotFound names what is missing)."""
+        with self._lock:
+            if self._trimap is None:
+                from pathlib import Path
+
+                from langx_ros.core.torch_compat import ensure_torchvision
+                from langx_ros.core.trimap.interpolate import KeyframeInterpolator, check_model_folder, prompt_embeddings
+
+                folder = Path(self.cfg.models.model_dir).expanduser() / self.cfg.trimap.model_subdir
+                check_model_folder(folder)
+                ensure_torchvision()
+                from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+
+                dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+                tr = CogVideoXTransformer3DModel.from_pretrained(str(folder), subfolder="transformer", torch_dtype=dtype).to(self.device)
+                vae = AutoencoderKLCogVideoX.from_pretrained(str(folder), subfolder="vae", torch_dtype=dtype).to(self.device)
+                vae.enable_tiling()
+                sched = CogVideoXDDIMScheduler.from_pretrained(str(folder), subfolder="scheduler")
+                cache = folder / "prompt_cache"
+                emb = prompt_embeddings(folder, self.cfg.trimap.prompt, cache, self.device)
+                neg = prompt_embeddings(folder, "", cache, self.device)
+                self._trimap = KeyframeInterpolator(tr.eval(), vae.eval(), sched, emb, neg)
+                self._trimap.provenance = f"TriMap, real weights ({folder})"
+            return self._trimap
+
     def text_encoder(self, kind: str):
         if kind == TEXT_MINILM:
             return self.minilm()
@@ -88,8 +115,9 @@ class Engine:
 
     # ---- building -----------------------------------------------------------------------------
     def build(self, frames: Sequence[Frame], iterations: int = 0, progress: ProgressFn | None = None,
-              cancel: CancelFn | None = None) -> ReconstructResult:
-        """A LanguageField from posed frames, with the configured semantics source."""
+              cancel: CancelFn | None = None, use_trimap: bool = False) -> ReconstructResult:
+        """A LanguageField from posed frames, with the configured semantics source (and TriMap
+        densification when asked for)."""
         cfg = self.cfg
         if cfg.semantics.source == "oracle":
             if not cfg.semantics.labels:
@@ -109,8 +137,9 @@ class Engine:
         if lqc_cfg.feature_dim != dim and not cfg.reconstruct.lqc_path:
             lqc_cfg = dataclasses.replace(lqc_cfg, feature_dim=dim)
         field_cfg = cfg.field if iterations <= 0 else dataclasses.replace(cfg.field, iterations=iterations)
+        trimap = (self.trimap(), cfg.trimap) if use_trimap else None
         res = reconstruct(frames, semantics, text, cfg.reconstruct, field_cfg, lqc_cfg, cfg.query.canonical_phrases,
-                          device=self.device, progress=progress, cancel=cancel)
+                          device=self.device, progress=progress, cancel=cancel, trimap=trimap)
         res.field.meta["text_encoder"] = kind
         return res
 

@@ -27,7 +27,7 @@ from langx_ros.core.lqc import LQC, LQCConfig, train_lqc
 ProgressFn = Callable[[str, float, str], None]  # (stage, stage fraction, detail)
 CancelFn = Callable[[], bool]
 
-STAGES = ("validate", "semantics", "lqc", "init", "field")
+STAGES = ("validate", "trimap", "semantics", "lqc", "init", "field")  # "trimap" only when asked for
 
 
 class SemanticSource(Protocol):
@@ -129,8 +129,12 @@ def reconstruct(
     device: torch.device | str = "cpu",
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    trimap=None,
 ) -> ReconstructResult:
     """Build a LanguageField from posed RGB-D frames.
+
+    ``trimap``: optional (KeyframeInterpolator, TriMapConfig): in-between views are generated
+    for consecutive frames and supervise colour and normals (see core/trimap/densify.py).
 
     Raises:
         FrameError: fewer than ``cfg.min_frames`` frames, or a frame without pose or depth.
@@ -154,6 +158,16 @@ def reconstruct(
             raise FrameError(f"frame {f.frame_id} has no camera pose")
     normals = [None if f.depth is None else normals_from_depth(f.depth, f.K, f.pose) for f in frames]
     timings["validate"] = time.perf_counter() - t
+
+    generated = []
+    if trimap is not None:
+        from langx_ros.core.trimap.densify import densify
+
+        t = time.perf_counter()
+        check_cancel()
+        interp, tcfg = trimap
+        generated = densify(frames, interp, tcfg, progress=lambda fr, d: report("trimap", fr, d))
+        timings["trimap"] = time.perf_counter() - t
 
     t = time.perf_counter()
     sem: list[list[tuple[np.ndarray, np.ndarray]]] = []
@@ -198,6 +212,7 @@ def reconstruct(
     params = init_from_points(points, colors, point_normals, len(levels) * lqc.cfg.code_dim,
                               field_cfg.max_gaussians, field_cfg.flatness, device=device, seed=field_cfg.seed)
     views = _views(frames, normals, sem, codes_per_frame, device)
+    views += _views([g.frame for g in generated], [g.normals for g in generated], None, None, device)
     report("init", 1.0, f"{params['means'].shape[0]} Gaussians from depth")
     timings["init"] = time.perf_counter() - t
 
@@ -212,6 +227,9 @@ def reconstruct(
         "renderer": stats["backend"],
         "geometry": geometry,
     }
+    if trimap is not None:
+        provenance["trimap"] = f"{getattr(trimap[0], 'provenance', 'TriMap')}: {len(generated)} generated views (colour + normals; poses interpolated)"
     lf = LanguageField({k: v.detach() for k, v in params.items()}, lqc.eval(), levels, provenance,
-                       {"frames": [f.frame_id for f in frames], "timings": timings, "canonical_phrases": list(canonical_phrases)})
+                       {"frames": [f.frame_id for f in frames], "generated_frames": [g.frame.frame_id for g in generated],
+                        "timings": timings, "canonical_phrases": list(canonical_phrases)})
     return ReconstructResult(lf, timings, {"field": stats, "lqc": lqc_stats})

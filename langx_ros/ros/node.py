@@ -448,19 +448,14 @@ class LangxNode(Node):
             if len(frames) < self.cfg.reconstruct.min_frames:
                 return finish(False, f"a reconstruction needs at least {self.cfg.reconstruct.min_frames} keyframes, "
                                      f"{len(frames)} captured (call ~/capture_keyframe)", "abort")
-            if goal.use_trimap:
-                return finish(False, "TriMap video diffusion is not available in this build (use_trimap must be false)", "abort")
             progress = self._progress = Progress()
         self._publish_status()
         outcome: dict = {}
 
         def work():
             try:
-                outcome["result"] = self.engine.build(
-                    frames, int(goal.iterations),
-                    progress=progress.update,
-                    cancel=progress.cancel.is_set,
-                )
+                outcome["result"] = self.engine.build(frames, int(goal.iterations), progress=progress.update,
+                                                      cancel=progress.cancel.is_set, use_trimap=bool(goal.use_trimap))
             except BaseException as exc:  # reported to the caller, never raised in the executor
                 outcome["error"] = exc
 
@@ -508,7 +503,7 @@ class LangxNode(Node):
         self._publish_status()
         result.num_gaussians = res.field.num_gaussians
         result.num_keyframes = len(frames)
-        result.num_generated_frames = 0
+        result.num_generated_frames = len(res.field.meta.get("generated_frames", []))
         result.stage_names = list(res.timings)
         result.stage_seconds = [float(v) for v in res.timings.values()]
         result.provenance = res.field.provenance_text()

@@ -89,3 +89,26 @@ def test_model_folder_and_prompt_cache_errors_name_what_is_missing(tmp_path):
     (tmp_path / "cache").mkdir()
     save_file({"prompt_embeds": torch.ones(1, 3, 8)}, str(tmp_path / "cache" / f"prompt-{key}.safetensors"))
     assert torch.equal(prompt_embeddings(tmp_path / "m", "hello", tmp_path / "cache"), torch.ones(1, 3, 8))
+
+
+def test_engine_densifies_with_trimap(interp):
+    """Engine.build(use_trimap=True) with a tiny RANDOM-WEIGHT interpolator: generated views join
+    the training (colour + normals), their ids and the TriMap provenance are recorded."""
+    from langx_ros.core.config import LangxConfig
+    from langx_ros.core.engine import Engine
+    from langx_ros.core.synthetic import make_scene
+
+    scene = make_scene(3, 32, 24)
+    cfg = LangxConfig()
+    cfg.semantics.source, cfg.semantics.labels = "oracle", scene.labels
+    cfg.field.iterations, cfg.lqc.steps, cfg.lqc.codebook_size, cfg.lqc.batch_size = 30, 50, 32, 64
+    cfg.trimap.width, cfg.trimap.height, cfg.trimap.num_frames, cfg.trimap.steps, cfg.trimap.guidance = 16, 16, 9, 2, 1.0
+    engine = Engine(cfg, "cpu")
+    interp.provenance = "TriMap, RANDOM WEIGHTS (test)"
+    engine._trimap = interp
+    stages = []
+    res = engine.build(scene.frames, progress=lambda s, fr, d: stages.append(s), use_trimap=True)
+    gen = res.field.meta["generated_frames"]
+    assert len(gen) == 2 * (9 - 2) and gen[0].startswith("gen-view-000-view-001-")
+    assert "RANDOM WEIGHTS" in res.field.provenance["trimap"] and "14 generated views" in res.field.provenance["trimap"]
+    assert "trimap" in stages and "trimap" in res.timings
