@@ -56,48 +56,41 @@ def main() -> None:
     emb = torch.randn(1, 226, 4096, device=dev, dtype=dtype)
     interp = KeyframeInterpolator(tr, vae, sch, emb)
     results = {"parameters": n_params}
-    for name, batch in (("three_modalities_batched", 3), ("one_modality", 1)):
+
+    def measure(batch: int, steps: int) -> tuple[float, float, float]:
+        """(seconds per step, decode seconds, peak GiB) of one interpolation of ``batch`` pairs."""
         first = torch.rand(batch, 3, a.height, a.width, device=dev)
         last = torch.rand(batch, 3, a.height, a.width, device=dev)
         torch.cuda.reset_peak_memory_stats()
-        interp(first, last, a.frames, 1, 6.0)  # warm-up (1 step + encode + decode)
-        torch.cuda.synchronize()
         t = time.perf_counter()
-        _, lat = interp(first, last, a.frames, a.steps, 6.0, return_latents=True)
+        _, lat = interp(first, last, a.frames, steps, 6.0, return_latents=True)
         torch.cuda.synchronize()
         with_decode = time.perf_counter() - t
         t = time.perf_counter()
         interp.decode(lat)
         torch.cuda.synchronize()
         decode = time.perf_counter() - t
-        per_step = (with_decode - decode) / a.steps  # encode of the conditions included (small)
+        # the run decodes once itself; encoding the conditions is included in the steps (small)
+        return (with_decode - decode) / steps, decode, torch.cuda.max_memory_allocated() / 2**30
+
+    for name, batch in (("three_modalities_batched", 3), ("one_modality", 1)):
+        measure(batch, 1)  # warm-up
+        per_step, decode, peak = measure(batch, a.steps)
+        total = per_step * a.total_steps + decode
         results[name] = {"batch": batch, "cfg_batch": 2 * batch, "s_per_step": per_step, "decode_s": decode,
-                         "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-                         f"total_{a.total_steps}_steps_s": per_step * a.total_steps + decode}
-        print(f"{name}: {per_step:.2f} s/step (B = {2 * batch} with CFG), decode {decode:.1f} s, peak {results[name]['peak_gib']:.1f} GiB; "
-              f"{a.total_steps} steps + decode = {results[name][f'total_{a.total_steps}_steps_s']:.0f} s")
+                         "peak_gib": peak, f"total_{a.total_steps}_steps_s": total}
+        print(f"{name}: {per_step:.2f} s/step (B = {2 * batch} with CFG), decode {decode:.1f} s, peak {peak:.1f} GiB; "
+              f"{a.total_steps} steps + decode = {total:.0f} s")
     if a.authors:
         # the authors' configuration: one modality at a time with sequential CPU offload
         interp._helper.enable_sequential_cpu_offload()
-        first = torch.rand(1, 3, a.height, a.width, device=dev)
-        last = torch.rand(1, 3, a.height, a.width, device=dev)
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        _, lat = interp(first, last, a.frames, a.offload_steps, 6.0, return_latents=True)
-        torch.cuda.synchronize()
-        total = time.perf_counter() - t
-        t = time.perf_counter()
-        interp.decode(lat)
-        torch.cuda.synchronize()
-        decode = time.perf_counter() - t
-        per_step = (total - decode) / a.offload_steps
+        per_step, decode, peak = measure(1, a.offload_steps)
         tot = 3 * (per_step * a.total_steps + decode)
         results["authors_offload_sequential"] = {"batch": 1, "cfg_batch": 2, "s_per_step": per_step, "decode_s": decode,
-                                                 "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-                                                 f"three_modalities_{a.total_steps}_steps_s": tot}
+                                                 "peak_gib": peak, f"three_modalities_{a.total_steps}_steps_s": tot}
         print(f"authors' configuration (sequential CPU offload, one modality at a time): {per_step:.2f} s/step, decode {decode:.1f} s, "
-              f"peak {results['authors_offload_sequential']['peak_gib']:.1f} GiB; three modalities x {a.total_steps} steps = {tot:.0f} s")
+              f"peak {peak:.1f} GiB; three modalities x {a.total_steps} steps = {tot:.0f} s")
     one = results["one_modality"][f"total_{a.total_steps}_steps_s"]
     print(f"three modalities one after another (no offload): {3 * one:.0f} s vs batched "
           f"{results['three_modalities_batched'][f'total_{a.total_steps}_steps_s']:.0f} s")
