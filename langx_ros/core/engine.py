@@ -86,24 +86,10 @@ class Engine:
             if self._trimap is None:
                 from pathlib import Path
 
-                from langx_ros.core.torch_compat import ensure_torchvision
-                from langx_ros.core.trimap.interpolate import KeyframeInterpolator, check_model_folder, prompt_embeddings
+                from langx_ros.core.trimap.interpolate import load_interpolator
 
                 folder = Path(self.cfg.models.model_dir).expanduser() / self.cfg.trimap.model_subdir
-                check_model_folder(folder)
-                ensure_torchvision()
-                from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
-
-                dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-                tr = CogVideoXTransformer3DModel.from_pretrained(str(folder), subfolder="transformer", torch_dtype=dtype).to(self.device)
-                vae = AutoencoderKLCogVideoX.from_pretrained(str(folder), subfolder="vae", torch_dtype=dtype).to(self.device)
-                vae.enable_tiling()
-                sched = CogVideoXDDIMScheduler.from_pretrained(str(folder), subfolder="scheduler")
-                cache = folder / "prompt_cache"
-                emb = prompt_embeddings(folder, self.cfg.trimap.prompt, cache, self.device)
-                neg = prompt_embeddings(folder, "", cache, self.device)
-                self._trimap = KeyframeInterpolator(tr.eval(), vae.eval(), sched, emb, neg)
-                self._trimap.provenance = f"TriMap, real weights ({folder})"
+                self._trimap = load_interpolator(folder, self.cfg.trimap, self.device)
             return self._trimap
 
     def text_encoder(self, kind: str):

@@ -129,13 +129,19 @@ class ClipSegmentFeatures:
         self.provenance = f"segments: {segmenter.provenance}; features: {clip.provenance}"
 
     def segment_features(self, frame) -> list[tuple[np.ndarray, np.ndarray]]:
-        out = []
-        for seg in self.segmenter.segment(frame.rgb):
-            crops, ids = segment_crops(frame.rgb, seg, self.clip.input_size, self.cfg.max_segments, self.clip.device)
-            feats = [self.clip.encode_images(crops[s : s + self.cfg.batch_size]).cpu() for s in range(0, len(crops), self.cfg.batch_size)]
-            f = torch.cat(feats).numpy() if feats else np.zeros((0, 1), np.float32)
-            # ids beyond max_segments are dropped; renumber the map to the encoded segments
-            remap = np.full(int(seg.max()) + 2 if seg.size else 1, -1, np.int64)
-            remap[ids] = np.arange(len(ids))
-            out.append((np.where(seg >= 0, remap[np.clip(seg, 0, None)], -1), f.astype(np.float32)))
-        return out
+        return [self._pool(frame.rgb, seg) for seg in self.segmenter.segment(frame.rgb)]
+
+    def features_for_segments(self, frame, segments: list[np.ndarray | None]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per level, CLIP features pooled over GIVEN masks (e.g. generated semantic maps); a level
+        given as None has no segments."""
+        return [self._pool(frame.rgb, seg if seg is not None else np.full(frame.rgb.shape[:2], -1, np.int64)) for seg in segments]
+
+    def _pool(self, rgb: np.ndarray, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(id map renumbered to the encoded segments, (M, F) features) for one level."""
+        crops, ids = segment_crops(rgb, seg, self.clip.input_size, self.cfg.max_segments, self.clip.device)
+        feats = [self.clip.encode_images(crops[s : s + self.cfg.batch_size]).cpu() for s in range(0, len(crops), self.cfg.batch_size)]
+        f = torch.cat(feats).numpy() if feats else np.zeros((0, 1), np.float32)
+        # ids beyond max_segments are dropped; renumber the map to the encoded segments
+        remap = np.full(int(seg.max()) + 2 if seg.size else 1, -1, np.int64)
+        remap[ids] = np.arange(len(ids))
+        return np.where(seg >= 0, remap[np.clip(seg, 0, None)], -1), f.astype(np.float32)

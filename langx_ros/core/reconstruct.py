@@ -27,7 +27,7 @@ from langx_ros.core.lqc import LQC, LQCConfig, train_lqc
 ProgressFn = Callable[[str, float, str], None]  # (stage, stage fraction, detail)
 CancelFn = Callable[[], bool]
 
-STAGES = ("validate", "trimap", "semantics", "lqc", "init", "field")  # "trimap" only when asked for
+STAGES = ("validate", "semantics", "trimap", "lqc", "init", "field")  # "trimap" only when asked for
 
 
 class SemanticSource(Protocol):
@@ -101,8 +101,10 @@ def frustum_points(frames: Sequence[Frame], near: float, far: float, per_frame: 
     return np.concatenate(pts), np.concatenate(cols)
 
 
-def _views(frames: Sequence[Frame], normals: Sequence[np.ndarray], sem: list[list[tuple[np.ndarray, np.ndarray]]] | None,
+def _views(frames: Sequence[Frame], normals: Sequence[np.ndarray | None], sem: list[list[tuple[np.ndarray, np.ndarray]]] | None,
            codes_per_frame: list[list[np.ndarray]] | None, device: torch.device) -> list[TrainView]:
+    """Training views; per level, pixels of a segment without a feature (none pooled) supervise
+    L_s2d only."""
     out = []
     for i, f in enumerate(frames):
         t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
@@ -110,12 +112,48 @@ def _views(frames: Sequence[Frame], normals: Sequence[np.ndarray], sem: list[lis
                       None if f.depth is None else t(f.depth), t(normals[i]) if normals[i] is not None else None)
         if sem is not None and codes_per_frame is not None:
             segs = np.stack([s for s, _ in sem[i]])  # (L, H, W)
-            codes = np.stack([c[np.clip(s, 0, None)] for (s, _), c in zip(sem[i], codes_per_frame[i])])  # (L, H, W, D)
+            code_dim = codes_per_frame[i][0].shape[1]
+            codes = np.stack([c[np.clip(s, 0, None)] if len(c) else np.zeros(s.shape + (code_dim,), np.float32)
+                              for (s, _), c in zip(sem[i], codes_per_frame[i])])  # (L, H, W, D)
+            has = np.array([len(c) > 0 for c in codes_per_frame[i]])[:, None, None]
             v.seg = t(segs, torch.long)
-            v.sem_valid = t(segs >= 0, torch.bool)
+            v.sem_valid = t((segs >= 0) & has, torch.bool)
             v.sem = t(codes)
         out.append(v)
     return out
+
+
+def _generated_semantics(generated, semantics: "SemanticSource", level_idx: list[int], n_levels: int,
+                         check_cancel: Callable[[], None]) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], str]:
+    """Per generated view and level of the source: (mask ids, features pooled over them), and a
+    note. Levels not generated have no segments; a source that cannot pool over given masks
+    (the oracle protocol) leaves the masks to L_s2d alone."""
+    pool = getattr(semantics, "features_for_segments", None)
+    out = []
+    for g in generated:
+        check_cancel()
+        h, w = g.frame.rgb.shape[:2]
+        segs: list[np.ndarray | None] = [None] * n_levels
+        for j, li in enumerate(level_idx):
+            segs[li] = g.segments[j]
+        if pool is not None:
+            out.append(pool(g.frame, segs))
+        else:
+            out.append([(s if s is not None else np.full((h, w), -1, np.int64), np.zeros((0, 1), np.float32)) for s in segs])
+    note = ("masks drive L_s2d and features pooled over them" if pool is not None else
+            f"masks drive L_s2d only ({type(semantics).__name__} cannot pool features over given masks)")
+    return out, note
+
+
+def _trimap_levels(tcfg, levels: list[str]) -> list[int]:
+    """Indices (into the semantic source's levels) of the semantic videos to generate."""
+    if not tcfg.semantics:
+        return []
+    names = list(tcfg.semantic_levels) or [levels[-1]]
+    unknown = [n for n in names if n not in levels]
+    if unknown:
+        raise ValueError(f"trimap.semantic_levels {unknown} are not levels of the semantic source ({levels})")
+    return [levels.index(n) for n in dict.fromkeys(names)]
 
 
 def reconstruct(
@@ -134,7 +172,9 @@ def reconstruct(
     """Build a LanguageField from posed RGB-D frames.
 
     ``trimap``: optional (KeyframeInterpolator, TriMapConfig): in-between views are generated
-    for consecutive frames and supervise colour and normals (see core/trimap/densify.py).
+    for consecutive frames and supervise colour, normals and (with ``trimap.semantics``) the
+    semantics: their masks drive L_s2d and, where the semantic source pools features over given
+    masks (open_clip), the semantic loss (see core/trimap/densify.py).
 
     Raises:
         FrameError: fewer than ``cfg.min_frames`` frames, or a frame without pose or depth.
@@ -157,17 +197,9 @@ def reconstruct(
         if f.pose is None:
             raise FrameError(f"frame {f.frame_id} has no camera pose")
     normals = [None if f.depth is None else normals_from_depth(f.depth, f.K, f.pose) for f in frames]
+    levels = list(semantics.levels)
+    level_idx = _trimap_levels(trimap[1], levels) if trimap is not None else []
     timings["validate"] = time.perf_counter() - t
-
-    generated = []
-    if trimap is not None:
-        from langx_ros.core.trimap.densify import densify
-
-        t = time.perf_counter()
-        check_cancel()
-        interp, tcfg = trimap
-        generated = densify(frames, interp, tcfg, progress=lambda fr, d: report("trimap", fr, d))
-        timings["trimap"] = time.perf_counter() - t
 
     t = time.perf_counter()
     sem: list[list[tuple[np.ndarray, np.ndarray]]] = []
@@ -177,9 +209,24 @@ def reconstruct(
         report("semantics", (i + 1) / len(frames), f"frame {f.frame_id}")
     timings["semantics"] = time.perf_counter() - t
 
+    generated, gen_sem, trimap_notes = [], [], []
+    if trimap is not None:
+        from langx_ros.core.trimap.densify import densify
+
+        t = time.perf_counter()
+        check_cancel()
+        interp, tcfg = trimap
+        key_segments = [[per[li][0] for li in level_idx] for per in sem] if level_idx else None
+        dense = densify(frames, interp, tcfg, key_segments, progress=lambda fr, d: report("trimap", fr, d))
+        generated, trimap_notes = dense.views, list(dense.notes)
+        if level_idx:
+            gen_sem, note = _generated_semantics(generated, semantics, level_idx, len(levels), check_cancel)
+            trimap_notes.append(note)
+        timings["trimap"] = time.perf_counter() - t
+
     t = time.perf_counter()
     check_cancel()
-    all_feats = np.concatenate([feats for per in sem for _, feats in per if len(feats)], axis=0)
+    all_feats = np.concatenate([feats for per in sem + gen_sem for _, feats in per if len(feats)], axis=0)
     canonical = torch.as_tensor(text_encoder.encode(list(canonical_phrases)))
     if cfg.lqc_path:
         lqc = LQC.load(Path(cfg.lqc_path).expanduser(), device)
@@ -194,7 +241,7 @@ def reconstruct(
         lqc_note = lqc.provenance
     with torch.no_grad():
         codes_per_frame = [[lqc.quantize(torch.as_tensor(feats, device=device))[1].cpu().numpy() if len(feats) else
-                            np.zeros((0, lqc.cfg.code_dim), np.float32) for _, feats in per] for per in sem]
+                            np.zeros((0, lqc.cfg.code_dim), np.float32) for _, feats in per] for per in sem + gen_sem]
     timings["lqc"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -208,11 +255,11 @@ def reconstruct(
         point_normals = None
         geometry = (f"NO DEPTH: random initial points in the view frusta ({cfg.no_depth_near:g}-{cfg.no_depth_far:g} m), "
                     "refined by colour alone (weak; no depth estimator is wired in)")
-    levels = list(semantics.levels)
     params = init_from_points(points, colors, point_normals, len(levels) * lqc.cfg.code_dim,
                               field_cfg.max_gaussians, field_cfg.flatness, device=device, seed=field_cfg.seed)
-    views = _views(frames, normals, sem, codes_per_frame, device)
-    views += _views([g.frame for g in generated], [g.normals for g in generated], None, None, device)
+    views = _views(frames, normals, sem, codes_per_frame[:len(frames)], device)
+    views += _views([g.frame for g in generated], [g.normals for g in generated], gen_sem or None,
+                    codes_per_frame[len(frames):] or None, device)
     report("init", 1.0, f"{params['means'].shape[0]} Gaussians from depth")
     timings["init"] = time.perf_counter() - t
 
@@ -228,7 +275,8 @@ def reconstruct(
         "geometry": geometry,
     }
     if trimap is not None:
-        provenance["trimap"] = f"{getattr(trimap[0], 'provenance', 'TriMap')}: {len(generated)} generated views (colour + normals; poses interpolated)"
+        provenance["trimap"] = (f"{getattr(trimap[0], 'provenance', 'TriMap')}: {len(generated)} generated views (colour, normals"
+                                f"{', masks' if gen_sem else ''}; poses interpolated, not refined); " + "; ".join(trimap_notes))
     lf = LanguageField({k: v.detach() for k, v in params.items()}, lqc.eval(), levels, provenance,
                        {"frames": [f.frame_id for f in frames], "generated_frames": [g.frame.frame_id for g in generated],
                         "timings": timings, "canonical_phrases": list(canonical_phrases)})

@@ -81,6 +81,22 @@ def test_clip_random_weights_segment_features_and_text(scene, clip):
     assert "RANDOM WEIGHTS" in src.provenance and "superpixel" in src.provenance
 
 
+def test_clip_features_pooled_over_given_masks(scene, clip):
+    """Generated semantic maps come with their own masks: features are pooled over them, the
+    same mask gives the same feature whatever its id, and a level given as None has none."""
+    src = ClipSegmentFeatures(SuperpixelSegmenter(SegmentConfig()), clip, FeatureConfig())
+    f = scene.frames[0]
+    h, w = f.rgb.shape[:2]
+    seg = np.full((h, w), -1)
+    seg[: h // 2] = 7
+    seg[h // 2 :, : w // 3] = 2
+    (m1, f1), (m_none, f_none), (m2, f2) = src.features_for_segments(f, [seg, None, np.where(seg == 7, 0, -1)])
+    assert f1.shape == (2, 512) and m1.max() == 1 and (m1[seg < 0] == -1).all()
+    assert f_none.shape[0] == 0 and (m_none == -1).all()
+    top = int(m1[0, 0])
+    assert np.allclose(f2[0], f1[top], atol=1e-5) and not np.allclose(f1[0], f1[1], atol=1e-3)
+
+
 def test_load_semantics_without_weights(tmp_path, caplog):
     cfg = LangxConfig()
     cfg.models.model_dir = str(tmp_path)

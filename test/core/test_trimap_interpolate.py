@@ -68,6 +68,71 @@ def test_without_guidance_and_bad_settings(interp):
         KeyframeInterpolator(tr16, vae16, CogVideoXDDIMScheduler(), torch.zeros(1, 4, 16))
 
 
+def test_guidance_fraction_runs_guidance_in_the_first_steps_only(interp):
+    first, last = _keys(2)
+    full = interp(first, last, 9, 4, 6.0, seed=3)
+    assert torch.equal(interp(first, last, 9, 4, 6.0, seed=3, guidance_fraction=1.0), full)
+    none = interp(first, last, 9, 4, 6.0, seed=3, guidance_fraction=0.0)
+    assert torch.allclose(none, interp(first, last, 9, 4, 1.0, seed=3), atol=1e-6)  # = no guidance at all
+    half = interp(first, last, 9, 4, 6.0, seed=3, guidance_fraction=0.5)
+    assert not torch.allclose(half, full, atol=1e-4) and not torch.allclose(half, none, atol=1e-4)
+    with pytest.raises(ValueError, match="guidance_fraction"):
+        interp(first, last, 9, 4, 6.0, guidance_fraction=1.5)
+
+
+def test_attention_backends_and_speed_options(interp):
+    from langx_ros.core.trimap.acceleration import accelerate, attention_context, quantize_fp8
+
+    first, last = _keys(2)
+    ref = interp(first, last, 9, 2, 6.0, seed=1)
+    tr, vae = _parts()
+    tr.load_state_dict(interp.transformer.state_dict())
+    math_interp = KeyframeInterpolator(tr, vae, CogVideoXDDIMScheduler(), interp.prompt_embeds, attention="math")
+    math_interp.vae.load_state_dict(interp.vae.state_dict())
+    assert torch.allclose(math_interp(first, last, 9, 2, 6.0, seed=1), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="attention backend"):
+        attention_context("fastest")
+    with pytest.raises(RuntimeError, match="compute capability"):
+        quantize_fp8(tr)  # on the CPU
+    notes = accelerate(tr, compile_blocks=True)
+    assert notes == ["torch.compile of 1 transformer blocks"]
+    assert all(b._compiled_call_impl is not None for b in tr.transformer_blocks)
+
+
+def test_load_interpolator_from_a_diffusers_folder(tmp_path):
+    """A tiny RANDOM-WEIGHT model saved as a diffusers folder loads with the configured options;
+    cached prompt embeddings mean no T5 is needed."""
+    from safetensors.torch import save_file
+
+    from langx_ros.core.trimap.interpolate import TriMapConfig, load_interpolator, prompt_cache_path
+
+    folder = save_tiny_model(tmp_path / "trimap")
+    cfg = TriMapConfig(vae_tiling=False, vae_slicing=True, attention_backend="math")
+    for p in (cfg.prompt, ""):
+        path = prompt_cache_path(folder, p, folder / "prompt_cache")
+        path.parent.mkdir(exist_ok=True)
+        save_file({"prompt_embeds": torch.randn(1, 4, 16)}, str(path))
+    interp = load_interpolator(folder, cfg, "cpu")
+    assert interp.attention == "math" and interp.vae.use_slicing and not interp.vae.use_tiling
+    assert "float32" in interp.provenance and str(folder) in interp.provenance
+    first, last = _keys(1)
+    assert interp(first, last, 9, 2, 6.0).shape == (1, 9, 3, 16, 16)
+    with pytest.raises(ValueError, match="cpu_offload"):
+        load_interpolator(folder, TriMapConfig(cpu_offload="model", compile=True), "cpu")
+
+
+def save_tiny_model(folder):
+    """Write the tiny random-weight parts as a diffusers CogVideoX image-to-video folder."""
+    import json
+
+    tr, vae = _parts()
+    tr.save_pretrained(str(folder / "transformer"))
+    vae.save_pretrained(str(folder / "vae"))
+    CogVideoXDDIMScheduler().save_pretrained(str(folder / "scheduler"))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXImageToVideoPipeline"}))
+    return folder
+
+
 def test_model_folder_and_prompt_cache_errors_name_what_is_missing(tmp_path):
     from safetensors.torch import save_file
 
@@ -110,5 +175,7 @@ def test_engine_densifies_with_trimap(interp):
     res = engine.build(scene.frames, progress=lambda s, fr, d: stages.append(s), use_trimap=True)
     gen = res.field.meta["generated_frames"]
     assert len(gen) == 2 * (9 - 2) and gen[0].startswith("gen-view-000-view-001-")
-    assert "RANDOM WEIGHTS" in res.field.provenance["trimap"] and "14 generated views" in res.field.provenance["trimap"]
+    prov = res.field.provenance["trimap"]
+    assert "RANDOM WEIGHTS" in prov and "14 generated views (colour, normals, masks" in prov
+    assert "L_s2d only (OracleSemantics" in prov  # the oracle cannot pool features over generated masks
     assert "trimap" in stages and "trimap" in res.timings

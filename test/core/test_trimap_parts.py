@@ -44,3 +44,43 @@ def test_palette_ids_round_trip_with_noise():
     assert np.array_equal(rgb_to_ids(noisy, colors), ids)
     with pytest.raises(ValueError):
         ids_to_rgb(np.array([[40]]), colors)
+
+
+def test_colours_far_from_every_palette_colour_get_no_id():
+    colors = palette(8)
+    px = np.stack([colors[3], colors[3] * 0.5 + colors[5] * 0.5, colors[5] + 0.02])  # a blend sits between two colours
+    assert list(rgb_to_ids(px, colors)[[0, 2]]) == [3, 5]
+    strict = rgb_to_ids(px, colors, max_distance=0.1)
+    assert strict[0] == 3 and strict[1] == -1 and strict[2] == 5
+
+
+def test_shared_ids_follow_the_objects_across_key_frames():
+    """Two views of a generated scene, segmented independently (the second's ids shuffled): after
+    matching in 3D, each object visible in both has ONE id in both maps."""
+    import dataclasses
+
+    from langx_ros.core.synthetic import make_scene
+    from langx_ros.core.trimap.segment_match import shared_ids
+
+    scene = make_scene(8, 64, 48, span_deg=120.0)
+    a, b = scene.frames[0], scene.frames[1]
+    ins_a, ins_b = scene.instances[0], scene.instances[1]
+    perm = np.random.default_rng(3).permutation(int(ins_b.max()) + 1) + 10
+    seg_b = np.where(ins_b >= 0, perm[np.clip(ins_b, 0, None)], -1)  # same objects, unrelated ids
+    ids = shared_ids(ins_a, seg_b, a, b, max_ids=64)
+    both = sorted(set(np.unique(ins_a[ins_a >= 0])) & set(np.unique(ins_b[ins_b >= 0])))
+    assert len(both) >= 3 and ids.matched >= len(both) - 1
+    agree = 0
+    for obj in both:
+        ia, ib = np.unique(ids.first[ins_a == obj]), np.unique(ids.second[ins_b == obj])
+        assert len(ia) == 1 and len(ib) == 1  # one id per object in each frame
+        agree += int(ia[0] == ib[0])
+    assert agree >= len(both) - 1  # (a sliver seen from one side only may stay unmatched)
+    # ids of different objects stay different
+    firsts = [int(np.unique(ids.first[ins_a == o])[0]) for o in np.unique(ins_a[ins_a >= 0])]
+    assert len(firsts) == len(set(firsts))
+    # without depth nothing can be matched: disjoint ids; the cap leaves the smallest out
+    no_depth = shared_ids(ins_a, seg_b, a, dataclasses.replace(b, depth=None), max_ids=64)
+    assert no_depth.matched == 0 and not set(np.unique(no_depth.first)) & set(np.unique(no_depth.second)) - {-1}
+    capped = shared_ids(ins_a, seg_b, a, b, max_ids=2)
+    assert set(np.unique(capped.first)) <= {-1, 0, 1} and capped.count <= 2

@@ -58,8 +58,12 @@ def ids_to_rgb(ids: np.ndarray, colors: np.ndarray) -> np.ndarray:
     return out
 
 
-def rgb_to_ids(c: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """(..., 3) colours -> ids of the nearest palette colour; nearest to the none colour -> -1."""
-    table = np.concatenate([NONE_COLOR[None], colors], 0)  # index 0 = none
+def rgb_to_ids(c: np.ndarray, colors: np.ndarray, max_distance: float | None = None) -> np.ndarray:
+    """(..., 3) colours -> ids of the nearest palette colour; nearest to the none colour -> -1, and
+    so is a colour farther than ``max_distance`` from every palette colour (when given)."""
+    table = np.concatenate([NONE_COLOR[None], colors], 0).astype(np.float32)  # index 0 = none
     d = ((np.asarray(c, dtype=np.float32)[..., None, :] - table) ** 2).sum(-1)
-    return (np.argmin(d, axis=-1) - 1).astype(np.int64)
+    ids = (np.argmin(d, axis=-1) - 1).astype(np.int64)
+    if max_distance is not None:
+        ids[np.take_along_axis(d, (ids + 1)[..., None], -1)[..., 0] > max_distance**2] = -1
+    return ids
