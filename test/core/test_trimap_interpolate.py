@@ -8,21 +8,14 @@ import torch
 from langx_ros.core.torch_compat import ensure_torchvision
 
 ensure_torchvision()
-from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXDPMScheduler, CogVideoXTransformer3DModel  # noqa: E402
+from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler  # noqa: E402
 
 from langx_ros.core.trimap.interpolate import KeyframeInterpolator  # noqa: E402
+from langx_ros.core.trimap.tiny import save_tiny_model, tiny_components  # noqa: E402
 
 
 def _parts(in_channels=8):
-    torch.manual_seed(0)
-    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8), down_block_types=("CogVideoXDownBlock3D",) * 3,
-                                 up_block_types=("CogVideoXUpBlock3D",) * 3, latent_channels=4, layers_per_block=1,
-                                 norm_num_groups=2, temporal_compression_ratio=4, sample_height=16, sample_width=16).eval()
-    tr = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=in_channels, out_channels=4,
-                                     time_embed_dim=8, text_embed_dim=16, num_layers=1, sample_width=4, sample_height=4,
-                                     sample_frames=9, patch_size=2, max_text_seq_length=4,
-                                     use_rotary_positional_embeddings=True).eval()
-    return tr, vae
+    return tiny_components(in_channels)
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +95,10 @@ def test_attention_backends_and_speed_options(interp):
 def test_load_interpolator_from_a_diffusers_folder(tmp_path):
     """A tiny RANDOM-WEIGHT model saved as a diffusers folder loads with the configured options;
     cached prompt embeddings mean no T5 is needed."""
-    from safetensors.torch import save_file
+    from langx_ros.core.trimap.interpolate import TriMapConfig, load_interpolator
 
-    from langx_ros.core.trimap.interpolate import TriMapConfig, load_interpolator, prompt_cache_path
-
-    folder = save_tiny_model(tmp_path / "trimap")
     cfg = TriMapConfig(vae_tiling=False, vae_slicing=True, attention_backend="math")
-    for p in (cfg.prompt, ""):
-        path = prompt_cache_path(folder, p, folder / "prompt_cache")
-        path.parent.mkdir(exist_ok=True)
-        save_file({"prompt_embeds": torch.randn(1, 4, 16)}, str(path))
+    folder = save_tiny_model(tmp_path / "trimap", (cfg.prompt, ""))
     interp = load_interpolator(folder, cfg, "cpu")
     assert interp.attention == "math" and interp.vae.use_slicing and not interp.vae.use_tiling
     assert "float32" in interp.provenance and str(folder) in interp.provenance
@@ -119,18 +106,6 @@ def test_load_interpolator_from_a_diffusers_folder(tmp_path):
     assert interp(first, last, 9, 2, 6.0).shape == (1, 9, 3, 16, 16)
     with pytest.raises(ValueError, match="cpu_offload"):
         load_interpolator(folder, TriMapConfig(cpu_offload="model", compile=True), "cpu")
-
-
-def save_tiny_model(folder):
-    """Write the tiny random-weight parts as a diffusers CogVideoX image-to-video folder."""
-    import json
-
-    tr, vae = _parts()
-    tr.save_pretrained(str(folder / "transformer"))
-    vae.save_pretrained(str(folder / "vae"))
-    CogVideoXDDIMScheduler().save_pretrained(str(folder / "scheduler"))
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXImageToVideoPipeline"}))
-    return folder
 
 
 def test_model_folder_and_prompt_cache_errors_name_what_is_missing(tmp_path):

@@ -205,7 +205,7 @@ def load_interpolator(folder, cfg: TriMapConfig, device: torch.device | str, cac
         offload = interp._helper.enable_model_cpu_offload if cfg.cpu_offload == "model" else interp._helper.enable_sequential_cpu_offload
         offload(device=device)
         notes.append(f"{cfg.cpu_offload} CPU offload")
-    interp.provenance = f"TriMap, real weights ({folder}; {', '.join(notes)})"
+    interp.provenance = f"TriMap, weights from {folder} ({', '.join(notes)})"
     return interp
 
 
