@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--offload-steps", type=int, default=2, help="measured steps with offload")
     ap.add_argument("--fast", default="", help="fast setting 'frames,steps,guidance,guidance_fraction' timed with the last variant, "
                     "e.g. 25,20,6,0.5 (all its steps are run and timed)")
+    ap.add_argument("--decode", action="store_true", help="time the VAE decode of the three videos tiled and whole")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one batched step (first variant)")
     a = ap.parse_args()
     assert torch.cuda.is_available(), "needs a GPU"
@@ -87,39 +88,66 @@ def main() -> None:
     results: dict = {"parameters": n_params, "variants": {}}
 
     def measure(batch: int, steps: int, frames: int = a.frames, guidance: float = a.guidance, keep: bool = False, fraction: float = 1.0):
-        """(seconds per step, decode seconds, peak GiB, video or None) of one interpolation of ``batch`` pairs."""
+        """(seconds per step, encode seconds, decode seconds, peak GiB, video or None) of one
+        interpolation of ``batch`` pairs. Encoding the conditions and decoding are timed on their
+        own (same calls as inside the run) and taken out of the per-step time."""
         first, last = inputs[0, :batch], inputs[1, :batch]
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        interp.condition(first, last, frames)
+        interp.encode(first[:, None]), interp.encode(last[:, None])
+        torch.cuda.synchronize()
+        encode = time.perf_counter() - t
         torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         video, lat = interp(first, last, frames, steps, guidance, return_latents=True, guidance_fraction=fraction)
         torch.cuda.synchronize()
-        with_decode = time.perf_counter() - t
+        whole = time.perf_counter() - t
+        peak = torch.cuda.max_memory_allocated() / 2**30
         t = time.perf_counter()
         interp.decode(lat)
         torch.cuda.synchronize()
         decode = time.perf_counter() - t
-        # the run decodes once itself; encoding the conditions is included in the steps (small)
-        return (with_decode - decode) / steps, decode, torch.cuda.max_memory_allocated() / 2**30, video.cpu() if keep else None
+        return (whole - decode - encode) / steps, encode, decode, peak, video.cpu() if keep else None
 
-    def total(per_step: float, decode: float, steps: int = a.total_steps) -> float:
-        return per_step * steps + decode
+    def total(per_step: float, encode: float, decode: float, steps: int = a.total_steps) -> float:
+        return encode + per_step * steps + decode
+
+    def save() -> None:  # after every section: a run cut short keeps what it measured
+        write_json("trimap", {"args": vars(a), **results, "note": "RANDOM WEIGHTS; speed only; totals = encode + steps x "
+                              "measured s/step + decode"})
 
     if a.profile:
         from torch.profiler import ProfilerActivity, profile
 
         interp.attention = parse_variant(a.variants.split(",")[0])[0]
+        captured = {}
+        forward = tr.forward
+
+        def capture(*args, **kwargs):
+            captured.update(kwargs)
+            return forward(*args, **kwargs)
+
+        tr.forward = capture
         measure(3, 1)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            measure(3, 1)
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=70))
+        tr.forward = forward
+        with torch.no_grad():
+            tr(**captured)
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                tr(**captured)
+                torch.cuda.synchronize()
+        print(f"one transformer call, B = {captured['hidden_states'].shape[0]} (CUDA kernels):")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 
     if not a.no_single:
         measure(1, 1)
-        per_step, decode, peak, _ = measure(1, a.steps)
-        results["one_modality"] = {"batch": 1, "cfg_batch": 2, "s_per_step": per_step, "decode_s": decode, "peak_gib": peak,
-                                   f"total_{a.total_steps}_steps_s": total(per_step, decode)}
-        print(f"one modality, plain (B = 2 with CFG): {per_step:.2f} s/step, decode {decode:.1f} s, peak {peak:.1f} GiB; "
-              f"three one after another: {3 * total(per_step, decode):.0f} s", flush=True)
+        per_step, encode, decode, peak, _ = measure(1, a.steps)
+        results["one_modality"] = {"batch": 1, "cfg_batch": 2, "s_per_step": per_step, "encode_s": encode, "decode_s": decode,
+                                   "peak_gib": peak, f"total_{a.total_steps}_steps_s": total(per_step, encode, decode)}
+        print(f"one modality, plain (B = 2 with CFG): {per_step:.2f} s/step, encode {encode:.1f} s, decode {decode:.1f} s, peak "
+              f"{peak:.1f} GiB; three one after another: {3 * total(per_step, encode, decode):.0f} s", flush=True)
+        save()
     # the authors' run needs the plain model; the variants below change it in place
     authors_tr = copy.deepcopy(tr).cpu() if a.authors else None
 
@@ -143,9 +171,9 @@ def main() -> None:
         t = time.perf_counter()
         measure(3, 1)  # warm-up (compiles when asked for)
         warm = time.perf_counter() - t
-        per_step, decode, peak, video = measure(3, a.steps, keep=True)
-        rec = {"attention": attention, "compile": comp, "fp8": fp8, "notes": notes, "s_per_step": per_step, "decode_s": decode,
-               "peak_gib": peak, "warmup_s": warm, f"total_{a.total_steps}_steps_s": total(per_step, decode)}
+        per_step, encode, decode, peak, video = measure(3, a.steps, keep=True)
+        rec = {"attention": attention, "compile": comp, "fp8": fp8, "notes": notes, "s_per_step": per_step, "encode_s": encode,
+               "decode_s": decode, "peak_gib": peak, "warmup_s": warm, f"total_{a.total_steps}_steps_s": total(per_step, encode, decode)}
         rec["video"] = video
         return rec
 
@@ -165,11 +193,34 @@ def main() -> None:
             rec["vs_reference"] = {"reference": a.variants.split(",")[0], "max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
         results["variants"][spec] = rec
         diff = f", vs plain max {rec['vs_reference']['max_abs_diff']:.3f} mean {rec['vs_reference']['mean_abs_diff']:.4f}" if "vs_reference" in rec else ""
-        print(f"[{spec}] three modalities batched (B = 6 with CFG): {rec['s_per_step']:.2f} s/step, decode {rec['decode_s']:.1f} s, "
+        save()
+        print(f"[{spec}] three modalities batched (B = 6 with CFG): {rec['s_per_step']:.2f} s/step, encode {rec['encode_s']:.1f} s, "
+              f"decode {rec['decode_s']:.1f} s, "
               f"peak {rec['peak_gib']:.1f} GiB, warm-up {rec['warmup_s']:.0f} s; {a.total_steps} steps + decode = "
               f"{rec[f'total_{a.total_steps}_steps_s']:.0f} s{diff}", flush=True)
 
     del reference
+
+    if a.decode:
+        # the VAE decode of the three videos: tiled (default) vs whole frames, peak memory of each
+        lat = torch.randn(3, (a.frames - 1) // 4 + 1, 16, a.height // 8, a.width // 8, device=dev, generator=g)
+        results["decode"] = {}
+        for tiled in (True, False):
+            vae.enable_tiling() if tiled else vae.disable_tiling()
+            try:
+                interp.decode(lat[:1])
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                t = time.perf_counter()
+                interp.decode(lat)
+                torch.cuda.synchronize()
+                rec = {"s": time.perf_counter() - t, "peak_gib": torch.cuda.max_memory_allocated() / 2**30}
+            except torch.OutOfMemoryError as exc:
+                rec = {"error": f"out of memory: {exc}"[:200]}
+            results["decode"]["tiled" if tiled else "whole"] = rec
+            print(f"decode of three videos, {'tiled' if tiled else 'whole frames'}: {rec}", flush=True)
+        vae.enable_tiling()
+        save()
     last_spec = a.variants.split(",")[-1]
 
     if a.fast:
@@ -177,11 +228,14 @@ def main() -> None:
         frames, steps, guidance, fraction = int(frames), int(steps), float(guidance), float(fraction)
         try:
             measure(3, 1, frames, guidance, fraction=fraction)
-            per_step, decode, peak, _ = measure(3, steps, frames, guidance, fraction=fraction)  # all its steps: exact total
+            per_step, encode, decode, peak, _ = measure(3, steps, frames, guidance, fraction=fraction)  # all its steps: exact total
             results["fast"] = {"variant": last_spec, "frames": frames, "steps": steps, "guidance": guidance, "guidance_fraction": fraction,
-                               "s_per_step": per_step, "decode_s": decode, "peak_gib": peak, "total_s": total(per_step, decode, steps)}
+                               "s_per_step": per_step, "encode_s": encode, "decode_s": decode, "peak_gib": peak,
+                               "total_s": total(per_step, encode, decode, steps)}
+            save()
             print(f"fast setting [{last_spec}] {frames} frames, {steps} steps, guidance {guidance:g} in the first {fraction:.0%} of the steps: "
-                  f"{per_step:.2f} s/step (average), decode {decode:.1f} s, peak {peak:.1f} GiB -> {total(per_step, decode, steps):.0f} s "
+                  f"{per_step:.2f} s/step (average), encode {encode:.1f} s, decode {decode:.1f} s, peak {peak:.1f} GiB -> "
+                  f"{total(per_step, encode, decode, steps):.0f} s "
                   "for the three modalities (quality cannot be judged with random weights)", flush=True)
         except Exception as exc:
             print(f"fast setting FAILED: {type(exc).__name__}: {exc}", flush=True)
@@ -194,16 +248,17 @@ def main() -> None:
         torch.cuda.empty_cache()
         interp = KeyframeInterpolator(authors_tr, vae, sch, emb)
         interp._helper.enable_sequential_cpu_offload()
-        per_step, decode, peak, _ = measure(1, a.offload_steps)
-        tot = 3 * total(per_step, decode)
-        results["authors_offload_sequential"] = {"batch": 1, "cfg_batch": 2, "s_per_step": per_step, "decode_s": decode,
+        per_step, encode, decode, peak, _ = measure(1, a.offload_steps)
+        tot = 3 * total(per_step, encode, decode)
+        results["authors_offload_sequential"] = {"batch": 1, "cfg_batch": 2, "s_per_step": per_step, "encode_s": encode, "decode_s": decode,
                                                  "peak_gib": peak, f"three_modalities_{a.total_steps}_steps_s": tot}
-        print(f"authors' configuration (sequential CPU offload, one modality at a time): {per_step:.2f} s/step, decode {decode:.1f} s, "
+        print(f"authors' configuration (sequential CPU offload, one modality at a time): {per_step:.2f} s/step, encode {encode:.1f} s, "
+              f"decode {decode:.1f} s, "
               f"peak {peak:.1f} GiB; three modalities x {a.total_steps} steps = {tot:.0f} s", flush=True)
         for spec, rec in results["variants"].items():
             rec["speedup_vs_authors"] = tot / rec[f"total_{a.total_steps}_steps_s"]
             print(f"  [{spec}] {rec['speedup_vs_authors']:.2f}x faster than the authors' configuration")
-    write_json("trimap", {"args": vars(a), **results, "note": "RANDOM WEIGHTS; speed only; totals from measured per-step times"})
+    save()
 
 
 if __name__ == "__main__":
