@@ -168,13 +168,16 @@ def reconstruct(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     trimap=None,
+    normal_estimator=None,
 ) -> ReconstructResult:
     """Build a LanguageField from posed RGB-D frames.
 
     ``trimap``: optional (KeyframeInterpolator, TriMapConfig): in-between views are generated
     for consecutive frames and supervise colour, normals and (with ``trimap.semantics``) the
     semantics: their masks drive L_s2d and, where the semantic source pools features over given
-    masks (open_clip), the semantic loss (see core/trimap/densify.py).
+    masks (open_clip), the semantic loss (see core/trimap/densify.py). ``normal_estimator``:
+    frame -> world normals, for key frames without depth (none is wired in; without it such a
+    frame's normal condition is neutral grey, and the provenance says so).
 
     Raises:
         FrameError: fewer than ``cfg.min_frames`` frames, or a frame without pose or depth.
@@ -217,7 +220,8 @@ def reconstruct(
         check_cancel()
         interp, tcfg = trimap
         key_segments = [[per[li][0] for li in level_idx] for per in sem] if level_idx else None
-        dense = densify(frames, interp, tcfg, key_segments, progress=lambda fr, d: report("trimap", fr, d))
+        dense = densify(frames, interp, tcfg, key_segments, progress=lambda fr, d: report("trimap", fr, d),
+                        normal_estimator=normal_estimator)
         generated, trimap_notes = dense.views, list(dense.notes)
         if level_idx:
             gen_sem, note = _generated_semantics(generated, semantics, level_idx, len(levels), check_cancel)
