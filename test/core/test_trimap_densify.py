@@ -8,7 +8,7 @@ import torch
 
 from langx_ros.core.frames import normals_from_depth
 from langx_ros.core.synthetic import make_scene
-from langx_ros.core.trimap.densify import densify
+from langx_ros.core.trimap.densify import _from_model, _to_model, densify
 from langx_ros.core.trimap.interpolate import TriMapConfig
 from langx_ros.core.trimap.segment_match import shared_ids
 
@@ -34,7 +34,7 @@ def scene():
 
 
 def test_generated_views_carry_colour_normals_and_shared_mask_ids(scene):
-    cfg = TriMapConfig(width=48, height=32, num_frames=9, steps=2, seed=7, guidance_fraction=0.5)
+    cfg = TriMapConfig(width=96, height=64, num_frames=9, steps=2, seed=7, guidance_fraction=0.5)  # 2x the frames: resized both ways
     interp = HoldInterpolator()
     out = densify(scene.frames, interp, cfg, [[ins] for ins in scene.instances])
     assert [c["batch"] for c in interp.calls] == [3, 3]  # RGB + normals + one semantic level, per pair
@@ -43,10 +43,12 @@ def test_generated_views_carry_colour_normals_and_shared_mask_ids(scene):
     ids = shared_ids(scene.instances[0], scene.instances[1], scene.frames[0], scene.frames[1], cfg.semantic_colors)
     early, late = out.views[0], out.views[6]  # frame 1 holds key frame 0; frame 7 holds key frame 1
     assert np.array_equal(early.segments[0], ids.first) and np.array_equal(late.segments[0], ids.second)
-    assert np.abs(early.frame.rgb.astype(int) - scene.frames[0].rgb).max() <= 1
+    assert early.frame.rgb.shape == scene.frames[0].rgb.shape
+    there_and_back = _from_model(_to_model(scene.frames[0].rgb / 255.0, 96, 64), 48, 32, "bilinear")  # bilinear both ways
+    assert np.abs(early.frame.rgb.astype(int) - np.clip(there_and_back * 255 + 0.5, 0, 255).astype(int)).max() <= 1
     n0 = normals_from_depth(scene.frames[0].depth, scene.frames[0].K, scene.frames[0].pose)
-    ok = np.isfinite(n0).all(-1)
-    assert np.allclose(early.normals[ok], n0[ok], atol=1e-5)
+    ok = np.isfinite(n0).all(-1) & np.isfinite(early.normals).all(-1)
+    assert ok.mean() > 0.5 and np.median(np.abs(early.normals[ok] - n0[ok])) < 1e-3
     assert early.frame.depth is None and not np.allclose(early.frame.pose, scene.frames[0].pose)
     assert any("matched" in n for n in out.notes)
 

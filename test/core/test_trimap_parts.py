@@ -52,6 +52,10 @@ def test_colours_far_from_every_palette_colour_get_no_id():
     assert list(rgb_to_ids(px, colors)[[0, 2]]) == [3, 5]
     strict = rgb_to_ids(px, colors, max_distance=0.1)
     assert strict[0] == 3 and strict[1] == -1 and strict[2] == 5
+    import torch
+
+    as_tensor = rgb_to_ids(torch.as_tensor(px), colors, max_distance=0.1)  # decoded on the model's device
+    assert isinstance(as_tensor, torch.Tensor) and as_tensor.tolist() == strict.tolist()
 
 
 def test_shared_ids_follow_the_objects_across_key_frames():

@@ -98,8 +98,9 @@ def densify(frames: Sequence[Frame], interp: KeyframeInterpolator, cfg: TriMapCo
         for i in range(1, cfg.num_frames - 1):
             rgb = (np.clip(_from_model(video[0, i], a.width, a.height, "bilinear"), 0, 1) * 255 + 0.5).astype(np.uint8)
             nrm = rgb_to_normals(_from_model(video[1, i], a.width, a.height, "bilinear"))
-            segs = [rgb_to_ids(_from_model(video[2 + j, i], a.width, a.height, "nearest"), colors, cfg.semantic_color_tolerance)
-                    for j in range(n_levels)]
+            # ids at the model's resolution (on its device), then nearest-resized: ids never blend
+            segs = [_from_model(rgb_to_ids(video[2 + j, i].permute(1, 2, 0), colors, cfg.semantic_color_tolerance)[None],
+                                a.width, a.height, "nearest")[..., 0].astype(np.int64) for j in range(n_levels)]
             f = Frame(f"gen-{a.frame_id}-{b.frame_id}-{i:02d}", rgb, a.K.copy(), poses[i], None, a.stamp)
             out.append(GeneratedView(f, nrm.astype(np.float32), segs))
         if progress is not None:

@@ -58,12 +58,17 @@ def ids_to_rgb(ids: np.ndarray, colors: np.ndarray) -> np.ndarray:
     return out
 
 
-def rgb_to_ids(c: np.ndarray, colors: np.ndarray, max_distance: float | None = None) -> np.ndarray:
-    """(..., 3) colours -> ids of the nearest palette colour; nearest to the none colour -> -1, and
-    so is a colour farther than ``max_distance`` from every palette colour (when given)."""
-    table = np.concatenate([NONE_COLOR[None], colors], 0).astype(np.float32)  # index 0 = none
-    d = ((np.asarray(c, dtype=np.float32)[..., None, :] - table) ** 2).sum(-1)
-    ids = (np.argmin(d, axis=-1) - 1).astype(np.int64)
+def rgb_to_ids(c, colors: np.ndarray, max_distance: float | None = None):
+    """(..., 3) colours (numpy, or a torch tensor on any device) -> ids of the nearest palette
+    colour, same kind as the input; nearest to the none colour -> -1, and so is a colour farther
+    than ``max_distance`` from every palette colour (when given)."""
+    import torch
+
+    t = torch.as_tensor(c, dtype=torch.float32)
+    table = torch.as_tensor(np.concatenate([NONE_COLOR[None], colors], 0), dtype=torch.float32, device=t.device)  # 0 = none
+    d = ((t[..., None, :] - table) ** 2).sum(-1)
+    best, idx = d.min(dim=-1)
+    ids = idx - 1
     if max_distance is not None:
-        ids[np.take_along_axis(d, (ids + 1)[..., None], -1)[..., 0] > max_distance**2] = -1
-    return ids
+        ids = torch.where(best > max_distance**2, torch.full_like(ids, -1), ids)
+    return ids.cpu().numpy().astype(np.int64) if isinstance(c, np.ndarray) else ids
