@@ -53,6 +53,8 @@ def test_without_guidance_and_bad_settings(interp):
     assert interp(first, last, 9, 2, 1.0).shape == (1, 9, 3, 16, 16)
     with pytest.raises(ValueError, match="4k \\+ 1"):
         interp(first, last, 8, 2, 1.0)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        interp(first[..., :12], last[..., :12], 9, 2, 1.0)
     tr, vae = _parts()
     with pytest.raises(ValueError, match="DDIM"):
         KeyframeInterpolator(tr, vae, CogVideoXDPMScheduler(), torch.zeros(1, 4, 16))(first, last, 9, 2, 1.0)

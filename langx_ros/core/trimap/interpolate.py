@@ -128,6 +128,9 @@ class KeyframeInterpolator:
             raise ValueError(f"num_frames must be {self.t_ratio}k + 1, got {num_frames}")
         device = first.device
         b, _, h, w = first.shape
+        unit = self.s_ratio * int(self.transformer.config.patch_size)
+        if h % unit or w % unit:
+            raise ValueError(f"height and width must be multiples of {unit} (VAE x patch), got {h}x{w}")
         cond = self.condition(first, last, num_frames)  # (B, F', C, h', w')
         shape = cond.shape[1:]
         dtype = self.transformer.dtype
