@@ -114,3 +114,29 @@ def sam2_weights(checkpoint: str, model_dir: str, hf_cache: str = "", allow_rand
     cands += _hf_candidates(SAM2_HF_REPOS[checkpoint], checkpoint, hf_cache_dirs(hf_cache))
     return find_weights(f"SAM2 {checkpoint}", cands, allow_random,
                         f"Copy {checkpoint} (from the SAM2 release) to {cands[0]}.")
+
+
+def inventory(cfg) -> dict[str, str]:
+    """What the configured models resolve to, one line each (for start-up logs and
+    /diagnostics): a path, or what is missing and what happens instead. ``cfg``: LangxConfig."""
+    m = cfg.models
+    out: dict[str, str] = {}
+    for name, find, fallback in (
+        (f"open_clip {m.clip_model}", lambda: open_clip_weights(m.clip_model, m.model_dir, m.hf_cache),
+         "RANDOM WEIGHTS will be used: models.allow_random_weights" if m.allow_random_weights else "needed by semantics.source 'clip'"),
+        (f"SAM2 {cfg.segment.sam2_checkpoint}", lambda: sam2_weights(cfg.segment.sam2_checkpoint, m.model_dir, m.hf_cache),
+         "superpixel fallback"),
+    ):
+        try:
+            out[name] = str(find().path)
+        except (ModelNotFound, ValueError) as exc:
+            out[name] = f"missing ({fallback})" if isinstance(exc, ModelNotFound) else f"error: {exc}"
+    lqc = cfg.reconstruct.lqc_path
+    out["LQC"] = (lqc if Path(lqc).expanduser().with_suffix(".safetensors").is_file() else f"missing: {lqc}") if lqc else \
+        "per-scene (reconstruct.lqc_path empty)"
+    from langx_ros.core.trimap.interpolate import REQUIRED
+
+    folder = Path(m.model_dir).expanduser() / cfg.trimap.model_subdir
+    missing = [r for r in REQUIRED if not (folder / r).is_file()]
+    out["TriMap"] = str(folder) if not missing else f"missing ({len(missing)} of {len(REQUIRED)} required files; use_trimap refused)"
+    return out

@@ -59,7 +59,7 @@ from langx_ros.core.device import resolve_device
 from langx_ros.core.engine import Camera, Engine
 from langx_ros.core.field.io import load_field, save_field
 from langx_ros.core.field.train import Cancelled
-from langx_ros.core.models import ModelNotFound
+from langx_ros.core.models import ModelNotFound, inventory
 from langx_ros.core.reconstruct import STAGES
 from langx_ros.core.frames import Frame, FrameError, validate_pose
 from langx_ros.core.keyframes import KeyframeStore, should_capture
@@ -158,6 +158,7 @@ class LangxNode(Node):
     def __init__(self, node_name: str = "langx_node", **kwargs):
         super().__init__(node_name, **kwargs)
         self.cfg, self.node_cfg = build_configs(declare_parameters(self))
+        self._weights = inventory(self.cfg)  # refreshed when parameters change and after each reconstruction
         self.device = resolve_device(self.cfg.device)
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -219,6 +220,8 @@ class LangxNode(Node):
             f"langx_node up: device={self.device}, world_frame={self.node_cfg.world_frame}, "
             f"model_dir={self.model_dir} ({'present' if self.model_dir.is_dir() else 'missing'})"
         )
+        for name, where in self._weights.items():
+            self.get_logger().info(f"  {name}: {where}")
 
     # ---- parameters ---------------------------------------------------------------------------
     @property
@@ -239,6 +242,7 @@ class LangxNode(Node):
 
     def _apply_parameters(self, params: list) -> None:
         self.cfg, self.node_cfg = build_configs(self._current_values())
+        self._weights = inventory(self.cfg)
         self._warnings = ThrottledWarnings(self.get_logger().warning, self.node_cfg.warn_throttle_seconds)
 
     def _make_tf_buffer(self):
@@ -475,6 +479,7 @@ class LangxNode(Node):
             goal_handle.publish_feedback(fb)
             worker.join(0.2)
         elapsed = time.perf_counter() - t0
+        self._weights = inventory(self.cfg)  # weights may have been copied in meanwhile
         with self._lock:
             self._progress = None
         result.total_seconds = float(elapsed)
@@ -704,6 +709,7 @@ class LangxNode(Node):
             "device": str(self.device),
             "model_dir": f"{self.model_dir} ({'present' if self.model_dir.is_dir() else 'missing'})",
             "models": self._provenance(),
+            **{f"weights: {k}": v for k, v in self._weights.items()},
             "camera_info": "none" if camera is None else f"{camera.width}x{camera.height} fx={camera.K[0, 0]:.1f}",
             "images_accepted": str(accepted),
             "images_rejected": str(rejected),

@@ -35,3 +35,27 @@ def test_found_in_model_dir_and_in_hf_cache(tmp_path):
 def test_unknown_sam2_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="unknown SAM2 checkpoint"):
         sam2_weights("sam3.pt", str(tmp_path))
+
+
+def test_inventory_says_where_each_model_is_or_what_happens_instead(tmp_path):
+    from langx_ros.core.config import LangxConfig
+    from langx_ros.core.models import inventory
+    from langx_ros.core.trimap.interpolate import REQUIRED
+
+    cfg = LangxConfig()
+    cfg.models.model_dir, cfg.models.hf_cache = str(tmp_path), str(tmp_path / "hf")
+    inv = inventory(cfg)
+    assert inv["open_clip ViT-B-16"] == "missing (needed by semantics.source 'clip')"
+    assert inv["SAM2 sam2.1_hiera_small.pt"] == "missing (superpixel fallback)"
+    assert inv["LQC"].startswith("per-scene") and inv["TriMap"].startswith("missing (4 of 4")
+    (tmp_path / "sam2").mkdir()
+    (tmp_path / "sam2" / "sam2.1_hiera_small.pt").write_bytes(b"x")
+    for r in REQUIRED:
+        (tmp_path / "trimap" / r).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "trimap" / r).write_text("{}")
+    cfg.models.allow_random_weights = True
+    cfg.reconstruct.lqc_path = str(tmp_path / "lqc" / "lqc")
+    inv = inventory(cfg)
+    assert inv["SAM2 sam2.1_hiera_small.pt"] == str(tmp_path / "sam2" / "sam2.1_hiera_small.pt")
+    assert inv["TriMap"] == str(tmp_path / "trimap") and inv["open_clip ViT-B-16"] == "missing (RANDOM WEIGHTS will be used: models.allow_random_weights)"
+    assert inv["LQC"].startswith("missing: ")

@@ -144,6 +144,9 @@ def test_malformed_input_is_rejected_rate_limited_and_node_keeps_running(start_n
     assert int(diag_values()["images_rejected"]) >= 15
     assert diagnostics[-1].status[0].level == DiagnosticStatus.WARN  # rejections are a warning
     assert "rejected inputs" in diagnostics[-1].status[0].message
+    weights = {k: v for k, v in diag_values().items() if k.startswith("weights: ")}
+    assert {"weights: LQC", "weights: TriMap"} <= set(weights) and any(k.startswith("weights: SAM2") for k in weights)
+    assert all(weights.values()) and "TriMap: " in proc.log()  # also listed in the start-up log
 
     # Each kind of problem was warned about, but only once or twice (not once per message).
     time.sleep(0.5)
