@@ -221,7 +221,7 @@ def reconstruct(
         interp, tcfg = trimap
         key_segments = [[per[li][0] for li in level_idx] for per in sem] if level_idx else None
         dense = densify(frames, interp, tcfg, key_segments, progress=lambda fr, d: report("trimap", fr, d),
-                        normal_estimator=normal_estimator)
+                        normal_estimator=normal_estimator, cancel=cancel)
         generated, trimap_notes = dense.views, list(dense.notes)
         if level_idx:
             gen_sem, note = _generated_semantics(generated, semantics, level_idx, len(levels), check_cancel)

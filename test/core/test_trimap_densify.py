@@ -22,8 +22,10 @@ class HoldInterpolator:
     def __init__(self):
         self.calls = []
 
-    def __call__(self, first, last, num_frames, steps, guidance, seed=0, pin_keyframes=True, guidance_fraction=1.0):
+    def __call__(self, first, last, num_frames, steps, guidance, seed=0, pin_keyframes=True, guidance_fraction=1.0, on_step=None):
         self.calls.append({"batch": first.shape[0], "seed": seed, "guidance_fraction": guidance_fraction})
+        for i in range(steps):
+            on_step(i + 1, steps)
         video = torch.stack([first if i < num_frames // 2 else last for i in range(num_frames)], 1)
         return video
 
@@ -63,3 +65,15 @@ def test_without_semantics_or_depth(scene):
     assert interp.calls[0]["batch"] == 2 and out.views[0].segments == []
     assert np.isnan(out.views[0].normals).all()  # a grey condition decodes to no direction
     assert any("neutral grey normal condition" in n for n in out.notes)
+
+
+def test_progress_per_step_and_cancel_between_steps(scene):
+    from langx_ros.core.field.train import Cancelled
+
+    cfg = TriMapConfig(width=48, height=32, num_frames=9, steps=4)
+    seen = []
+    densify(scene.frames, HoldInterpolator(), cfg, None, progress=lambda fr, d: seen.append((fr, d)))
+    assert len(seen) == 2 * 4 and seen[0] == (0.125, "pair 1/2 (view-000 -> view-001): step 1/4") and seen[-1][0] == 1.0
+    calls = []
+    with pytest.raises(Cancelled, match="pair 2/2 \\(step 1/4\\)"):
+        densify(scene.frames, HoldInterpolator(), cfg, None, cancel=lambda: calls.append(1) or len(calls) > 4)

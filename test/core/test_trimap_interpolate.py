@@ -31,7 +31,10 @@ def _keys(n=3):
 
 def test_shapes_and_pinned_keyframes(interp):
     first, last = _keys()
-    video, lat = interp(first, last, num_frames=9, steps=3, guidance=6.0, seed=5, return_latents=True)
+    steps_seen = []
+    video, lat = interp(first, last, num_frames=9, steps=3, guidance=6.0, seed=5, return_latents=True,
+                        on_step=lambda done, n: steps_seen.append((done, n)))
+    assert steps_seen == [(1, 3), (2, 3), (3, 3)]
     assert video.shape == (3, 9, 3, 16, 16) and 0 <= float(video.min()) and float(video.max()) <= 1
     assert lat.shape == (3, 3, 4, 4, 4)  # 9 frames -> 3 latent frames; 16 px -> 4
     assert torch.equal(lat[:, 0], interp.encode(first[:, None])[:, 0])

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from langx_ros.core.field.train import Cancelled
 from langx_ros.core.frames import Frame, normals_from_depth
 from langx_ros.core.trimap.interpolate import KeyframeInterpolator, TriMapConfig
 from langx_ros.core.trimap.modalities import ids_to_rgb, normals_to_rgb, palette, rgb_to_ids, rgb_to_normals
@@ -57,11 +58,12 @@ def _from_model(t: torch.Tensor, width: int, height: int, mode: str) -> np.ndarr
 def densify(frames: Sequence[Frame], interp: KeyframeInterpolator, cfg: TriMapConfig,
             key_segments: Sequence[Sequence[np.ndarray]] | None = None,
             progress: Callable[[float, str], None] | None = None,
-            normal_estimator: NormalEstimator | None = None) -> Densified:
+            normal_estimator: NormalEstimator | None = None, cancel: Callable[[], bool] | None = None) -> Densified:
     """Generated views between consecutive key frames (which must carry poses).
 
     ``key_segments[i][j]``: the (H, W) mask ids (-1 = none) of frame i at the j-th generated
-    level; None = no semantic videos.
+    level; None = no semantic videos. ``cancel`` is checked after every denoising step (raises
+    Cancelled); ``progress`` hears of every step.
     """
     n_levels = 0 if key_segments is None else len(key_segments[0])
     colors = palette(cfg.semantic_colors) if n_levels else None
@@ -92,8 +94,16 @@ def densify(frames: Sequence[Frame], interp: KeyframeInterpolator, cfg: TriMapCo
             firsts.append(_to_model(ids_to_rgb(ids.first, colors), cfg.width, cfg.height, "nearest"))
             lasts.append(_to_model(ids_to_rgb(ids.second, colors), cfg.width, cfg.height, "nearest"))
         items = len(firsts)
+
+        def on_step(done: int, steps: int, k: int = k, a: Frame = a, b: Frame = b) -> None:
+            if cancel is not None and cancel():
+                raise Cancelled(f"cancelled while generating pair {k + 1}/{len(pairs)} (step {done}/{steps})")
+            if progress is not None:
+                progress((k + done / steps) / len(pairs), f"pair {k + 1}/{len(pairs)} ({a.frame_id} -> {b.frame_id}): step {done}/{steps}")
+
         video = interp(torch.stack(firsts).to(device), torch.stack(lasts).to(device), cfg.num_frames, cfg.steps, cfg.guidance,
-                       seed=cfg.seed + items * k, pin_keyframes=cfg.pin_keyframes, guidance_fraction=cfg.guidance_fraction)
+                       seed=cfg.seed + items * k, pin_keyframes=cfg.pin_keyframes, guidance_fraction=cfg.guidance_fraction,
+                       on_step=on_step)
         poses = interpolate_poses(a.pose, b.pose, cfg.num_frames)
         for i in range(1, cfg.num_frames - 1):
             rgb = (np.clip(_from_model(video[0, i], a.width, a.height, "bilinear"), 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -103,8 +113,6 @@ def densify(frames: Sequence[Frame], interp: KeyframeInterpolator, cfg: TriMapCo
                                 a.width, a.height, "nearest")[..., 0].astype(np.int64) for j in range(n_levels)]
             f = Frame(f"gen-{a.frame_id}-{b.frame_id}-{i:02d}", rgb, a.K.copy(), poses[i], None, a.stamp)
             out.append(GeneratedView(f, nrm.astype(np.float32), segs))
-        if progress is not None:
-            progress((k + 1) / len(pairs), f"pair {k + 1}/{len(pairs)}: {a.frame_id} -> {b.frame_id}")
     if n_levels:
         notes.append(f"semantic videos at {n_levels} level(s); segments of the second key frame matched to the first "
                      f"(matched/ids per pair and level): {', '.join(matched)}")

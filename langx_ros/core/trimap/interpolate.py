@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -114,12 +115,14 @@ class KeyframeInterpolator:
 
     @torch.no_grad()
     def __call__(self, first: torch.Tensor, last: torch.Tensor, num_frames: int, steps: int, guidance: float,
-                 seed: int = 0, pin_keyframes: bool = True, return_latents: bool = False, guidance_fraction: float = 1.0):
+                 seed: int = 0, pin_keyframes: bool = True, return_latents: bool = False, guidance_fraction: float = 1.0,
+                 on_step: Callable[[int, int], None] | None = None):
         """(B, 3, H, W) first and last key frames in [0, 1] -> (B, F, 3, H, W) video in [0, 1].
 
         Item i of the batch uses the noise of seed + i, whatever the batch size. Classifier-free
         guidance runs in the first ``guidance_fraction`` of the steps (1 = all, as the authors
-        do); later steps use the conditional prediction alone (half the batch).
+        do); later steps use the conditional prediction alone (half the batch). ``on_step(done,
+        steps)`` runs after every step (progress; it may raise to stop, e.g. on cancellation).
         """
         if type(self.scheduler).__name__ == "CogVideoXDPMScheduler":
             raise ValueError("use CogVideoXDDIMScheduler: the DPM scheduler draws noise at every step, so batched and "
@@ -163,6 +166,8 @@ class KeyframeInterpolator:
             latents = self.scheduler.step(pred, t, latents, return_dict=False)[0]  # DDIM, eta = 0: deterministic
             if keys is not None:
                 latents[:, 0], latents[:, -1] = keys[0], keys[1]
+            if on_step is not None:
+                on_step(i + 1, len(self.scheduler.timesteps))
         video = self.decode(latents)
         return (video, latents) if return_latents else video
 
