@@ -82,11 +82,7 @@ def live(seconds: float, rate: float) -> dict:
             pub = FramePublisher(ros.node, "/camera")
             assert c.wait(lambda: pub.connected() and bool(c.status), 60), node.log()
             for f in scene.frames:
-                for _ in range(30):
-                    pub.publish(f)
-                    c.wait(lambda: False, 0.1)
-                    if c.capture().success:
-                        break
+                c.publish_and_capture(lambda: pub.publish(f), attempts=30)
             handle = c.send_reconstruct(Reconstruct.Goal(keep_previous_on_failure=True))
             c.wait(lambda: bool(c.status) and c.status[-1].state_name == "reconstructing", 30)
             c.wait(lambda: False, 5.0)  # into the training loop

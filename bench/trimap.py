@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--fast", default="", help="fast setting 'frames,steps,guidance,guidance_fraction' timed with the last variant, "
                     "e.g. 25,20,6,0.5 (all its steps are run and timed)")
     ap.add_argument("--decode", action="store_true", help="time the VAE decode of the three videos tiled and whole")
-    ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one batched step (first variant)")
+    ap.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one transformer call of the batched run (first variant)")
     a = ap.parse_args()
     assert torch.cuda.is_available(), "needs a GPU"
     from langx_ros.core.trimap.acceleration import accelerate

@@ -140,12 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             # play and capture every training frame
             for f in frames:
-                for _ in range(30):
-                    player.publish(f)
-                    client.wait(lambda: False, 0.1)
-                    res = client.capture()
-                    if res.success:
-                        break
+                res = client.publish_and_capture(lambda: player.publish(f), attempts=30)
                 print(f"[demo] {f.frame_id}: {res.message}", flush=True)
                 if not res.success:
                     return 1

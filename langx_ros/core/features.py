@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from langx_ros.core.config_fields import param
+from langx_ros.core.segment import map_ids
 
 
 @dataclass
@@ -142,6 +143,4 @@ class ClipSegmentFeatures:
         feats = [self.clip.encode_images(crops[s : s + self.cfg.batch_size]).cpu() for s in range(0, len(crops), self.cfg.batch_size)]
         f = torch.cat(feats).numpy() if feats else np.zeros((0, 1), np.float32)
         # ids beyond max_segments are dropped; renumber the map to the encoded segments
-        remap = np.full(int(seg.max()) + 2 if seg.size else 1, -1, np.int64)
-        remap[ids] = np.arange(len(ids))
-        return np.where(seg >= 0, remap[np.clip(seg, 0, None)], -1), f.astype(np.float32)
+        return map_ids(seg, ids, np.arange(len(ids))), f.astype(np.float32)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 # open_clip architecture -> HF repositories that publish its weights in open_clip format
 OPEN_CLIP_HF_REPOS: dict[str, tuple[str, ...]] = {
@@ -116,27 +116,29 @@ def sam2_weights(checkpoint: str, model_dir: str, hf_cache: str = "", allow_rand
                         f"Copy {checkpoint} (from the SAM2 release) to {cands[0]}.")
 
 
+def _resolved(find: Callable[[], WeightsLocation], missing_note: str) -> str:
+    try:
+        return str(find().path)
+    except ModelNotFound:
+        return f"missing ({missing_note})"
+    except ValueError as exc:
+        return f"error: {exc}"
+
+
 def inventory(cfg) -> dict[str, str]:
     """What the configured models resolve to, one line each (for start-up logs and
     /diagnostics): a path, or what is missing and what happens instead. ``cfg``: LangxConfig."""
-    m = cfg.models
-    out: dict[str, str] = {}
-    for name, find, fallback in (
-        (f"open_clip {m.clip_model}", lambda: open_clip_weights(m.clip_model, m.model_dir, m.hf_cache),
-         "RANDOM WEIGHTS will be used: models.allow_random_weights" if m.allow_random_weights else "needed by semantics.source 'clip'"),
-        (f"SAM2 {cfg.segment.sam2_checkpoint}", lambda: sam2_weights(cfg.segment.sam2_checkpoint, m.model_dir, m.hf_cache),
-         "superpixel fallback"),
-    ):
-        try:
-            out[name] = str(find().path)
-        except (ModelNotFound, ValueError) as exc:
-            out[name] = f"missing ({fallback})" if isinstance(exc, ModelNotFound) else f"error: {exc}"
-    lqc = cfg.reconstruct.lqc_path
-    out["LQC"] = (lqc if Path(lqc).expanduser().with_suffix(".safetensors").is_file() else f"missing: {lqc}") if lqc else \
-        "per-scene (reconstruct.lqc_path empty)"
-    from langx_ros.core.trimap.interpolate import REQUIRED
+    from langx_ros.core.trimap.interpolate import REQUIRED, missing_model_files
 
+    m, ckpt, lqc = cfg.models, cfg.segment.sam2_checkpoint, cfg.reconstruct.lqc_path
     folder = Path(m.model_dir).expanduser() / cfg.trimap.model_subdir
-    missing = [r for r in REQUIRED if not (folder / r).is_file()]
-    out["TriMap"] = str(folder) if not missing else f"missing ({len(missing)} of {len(REQUIRED)} required files; use_trimap refused)"
-    return out
+    missing = missing_model_files(folder)
+    return {
+        f"open_clip {m.clip_model}": _resolved(lambda: open_clip_weights(m.clip_model, m.model_dir, m.hf_cache),
+                                               "RANDOM WEIGHTS will be used: models.allow_random_weights" if m.allow_random_weights
+                                               else "needed by semantics.source 'clip'"),
+        f"SAM2 {ckpt}": _resolved(lambda: sam2_weights(ckpt, m.model_dir, m.hf_cache), "superpixel fallback"),
+        "LQC": (lqc if Path(lqc).expanduser().with_suffix(".safetensors").is_file() else f"missing: {lqc}") if lqc
+        else "per-scene (reconstruct.lqc_path empty)",
+        "TriMap": str(folder) if not missing else f"missing ({len(missing)} of {len(REQUIRED)} required files; use_trimap refused)",
+    }

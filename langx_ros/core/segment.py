@@ -45,6 +45,13 @@ def paint_torch(masks, shape: tuple[int, int]) -> np.ndarray:
     return relabel(out.cpu().numpy())
 
 
+def map_ids(seg: np.ndarray, old, new) -> np.ndarray:
+    """``seg`` with id old[i] replaced by new[i]; every other id (and -1) becomes -1."""
+    lut = np.full(int(seg.max()) + 2 if seg.size else 1, -1, np.int64)
+    lut[np.asarray(old, np.int64)] = new
+    return np.where(seg >= 0, lut[np.clip(seg, 0, None)], -1)
+
+
 def relabel(ids: np.ndarray) -> np.ndarray:
     """Dense ids 0..M-1 (order of first appearance in sorted ids); negatives stay -1."""
     out = np.full(ids.shape, -1, np.int64)

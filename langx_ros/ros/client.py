@@ -34,6 +34,17 @@ class LangxClient:
     def capture(self) -> Trigger.Response:
         return call(self.s.executor, self._capture, Trigger.Request())
 
+    def publish_and_capture(self, publish: Callable[[], None], attempts: int, settle: float = 0.1) -> Trigger.Response:
+        """Publish a frame (``publish``), give the node ``settle`` seconds, ask for a keyframe;
+        repeat until a capture succeeds or ``attempts`` run out. Returns the last response."""
+        for _ in range(attempts):
+            publish()
+            self.wait(lambda: False, settle)
+            res = self.capture()
+            if res.success:
+                break
+        return res
+
     def clear(self) -> Trigger.Response:
         return call(self.s.executor, self._clear, Trigger.Request())
 

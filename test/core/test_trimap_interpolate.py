@@ -14,13 +14,9 @@ from langx_ros.core.trimap.interpolate import KeyframeInterpolator  # noqa: E402
 from langx_ros.core.trimap.tiny import save_tiny_model, tiny_components  # noqa: E402
 
 
-def _parts(in_channels=8):
-    return tiny_components(in_channels)
-
-
 @pytest.fixture(scope="module")
 def interp():
-    tr, vae = _parts()
+    tr, vae = tiny_components()
     return KeyframeInterpolator(tr, vae, CogVideoXDDIMScheduler(), torch.randn(1, 4, 16, generator=torch.Generator().manual_seed(1)))
 
 
@@ -58,10 +54,10 @@ def test_without_guidance_and_bad_settings(interp):
         interp(first, last, 8, 2, 1.0)
     with pytest.raises(ValueError, match="multiples of 8"):
         interp(first[..., :12], last[..., :12], 9, 2, 1.0)
-    tr, vae = _parts()
+    tr, vae = tiny_components()
     with pytest.raises(ValueError, match="DDIM"):
         KeyframeInterpolator(tr, vae, CogVideoXDPMScheduler(), torch.zeros(1, 4, 16))(first, last, 9, 2, 1.0)
-    tr16, vae16 = _parts(in_channels=4)
+    tr16, vae16 = tiny_components(in_channels=4)
     with pytest.raises(ValueError, match="image-to-video"):
         KeyframeInterpolator(tr16, vae16, CogVideoXDDIMScheduler(), torch.zeros(1, 4, 16))
 
@@ -83,7 +79,7 @@ def test_attention_backends_and_speed_options(interp):
 
     first, last = _keys(2)
     ref = interp(first, last, 9, 2, 6.0, seed=1)
-    tr, vae = _parts()
+    tr, vae = tiny_components()
     tr.load_state_dict(interp.transformer.state_dict())
     math_interp = KeyframeInterpolator(tr, vae, CogVideoXDDIMScheduler(), interp.prompt_embeds, attention="math")
     math_interp.vae.load_state_dict(interp.vae.state_dict())

@@ -37,12 +37,7 @@ def _capture_scene(s):
     for attempt in range(3):
         complete = True
         for f in SCENE.frames:
-            for _ in range(20):
-                pub.publish(f)
-                client.wait(lambda: False, 0.1)
-                res = client.capture()
-                if res.success:
-                    break
+            res = client.publish_and_capture(lambda: pub.publish(f), attempts=20)
             assert res.success, res.message
             if "depth: yes" not in res.message:  # the depth came late (a loaded machine): start over
                 complete = False

@@ -43,16 +43,18 @@ class Densified:
     notes: list[str]
 
 
-def _to_model(img: np.ndarray, width: int, height: int, mode: str = "bilinear") -> torch.Tensor:
-    t = torch.as_tensor(img, dtype=torch.float32).permute(2, 0, 1)[None]
+def _resize(t: torch.Tensor, width: int, height: int, mode: str) -> torch.Tensor:
+    """(C, h, w) -> (C, height, width) float; "nearest" keeps ids and palette colours unblended."""
     extra = {"align_corners": False} if mode == "bilinear" else {}
-    return F.interpolate(t, size=(height, width), mode=mode, **extra)[0]
+    return F.interpolate(t[None].float(), size=(height, width), mode=mode, **extra)[0]
+
+
+def _to_model(img: np.ndarray, width: int, height: int, mode: str = "bilinear") -> torch.Tensor:
+    return _resize(torch.as_tensor(img, dtype=torch.float32).permute(2, 0, 1), width, height, mode)
 
 
 def _from_model(t: torch.Tensor, width: int, height: int, mode: str) -> np.ndarray:
-    extra = {"align_corners": False} if mode == "bilinear" else {}
-    out = F.interpolate(t[None].float(), size=(height, width), mode=mode, **extra)
-    return out[0].permute(1, 2, 0).cpu().numpy()
+    return _resize(t, width, height, mode).permute(1, 2, 0).cpu().numpy()
 
 
 def densify(frames: Sequence[Frame], interp: KeyframeInterpolator, cfg: TriMapConfig,

@@ -207,7 +207,7 @@ def load_interpolator(folder, cfg: TriMapConfig, device: torch.device | str, cac
     if cfg.cpu_offload == "none":
         tr.to(device)
         vae.to(device)
-    notes += accelerate(tr, compile_blocks=cfg.compile, fp8=cfg.fp8) if cfg.cpu_offload == "none" else []
+        notes += accelerate(tr, compile_blocks=cfg.compile, fp8=cfg.fp8)
     interp = KeyframeInterpolator(tr, vae, sched, emb, neg, attention=cfg.attention_backend)
     if cfg.cpu_offload != "none":
         offload = interp._helper.enable_model_cpu_offload if cfg.cpu_offload == "model" else interp._helper.enable_sequential_cpu_offload
@@ -220,14 +220,19 @@ def load_interpolator(folder, cfg: TriMapConfig, device: torch.device | str, cac
 REQUIRED = ("model_index.json", "transformer/config.json", "vae/config.json", "scheduler/scheduler_config.json")
 
 
-def check_model_folder(folder) -> None:
-    """Raise ModelNotFound naming every missing part of a diffusers CogVideoX folder."""
+def missing_model_files(folder) -> list:
+    """The REQUIRED files of a diffusers CogVideoX folder that are not there (paths)."""
     from pathlib import Path
 
+    folder = Path(folder).expanduser()
+    return [folder / r for r in REQUIRED if not (folder / r).is_file()]
+
+
+def check_model_folder(folder) -> None:
+    """Raise ModelNotFound naming every missing part of a diffusers CogVideoX folder."""
     from langx_ros.core.models import ModelNotFound
 
-    folder = Path(folder).expanduser()
-    missing = [folder / r for r in REQUIRED if not (folder / r).is_file()]
+    missing = missing_model_files(folder)
     if missing:
         raise ModelNotFound("TriMap (CogVideoX image-to-video)", missing,
                             "Put the LangScene-X TriMap model or a CogVideoX-5b-I2V diffusers folder there.")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from langx_ros.core.frames import Frame, backproject
+from langx_ros.core.segment import map_ids
 
 
 @dataclass
@@ -90,11 +91,5 @@ def shared_ids(seg_a: np.ndarray, seg_b: np.ndarray, frame_a: Frame, frame_b: Fr
         elif next_id < max_ids:
             new_b[s] = next_id
             next_id += 1
-
-    def remap(seg: np.ndarray, table: dict[int, int]) -> np.ndarray:
-        lut = np.full(int(seg.max()) + 2 if seg.size else 1, -1, np.int64)
-        for k, v in table.items():
-            lut[k] = v
-        return np.where(seg >= 0, lut[np.clip(seg, 0, None)], -1)
-
-    return SharedIds(remap(seg_a, new_a), remap(seg_b, new_b), next_id, len(match))
+    return SharedIds(map_ids(seg_a, list(new_a), list(new_a.values())), map_ids(seg_b, list(new_b), list(new_b.values())),
+                     next_id, len(match))
