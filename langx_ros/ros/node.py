@@ -199,7 +199,8 @@ class LangxNode(Node):
         self.create_subscription(Image, "instances", self._on_instances, qos_profile_sensor_data)
         self.create_subscription(String, "~/query_text", self._on_query_text, 10, callback_group=group)
         self.create_service(QueryObjects, "~/query", self._on_query, callback_group=group)
-        self.create_service(Trigger, "~/capture_keyframe", self._on_capture)
+        # reentrant: a capture waits for late depth/pose/instances while the subscriptions keep running
+        self.create_service(Trigger, "~/capture_keyframe", self._on_capture, callback_group=group)
         self.create_service(Trigger, "~/clear_keyframes", self._on_clear)
         self.create_service(FieldFile, "~/save_field", self._on_save, callback_group=group)
         self.create_service(FieldFile, "~/load_field", self._on_load, callback_group=group)
@@ -408,8 +409,35 @@ class LangxNode(Node):
         self._publish_status()
         return kid
 
+    def _missing(self, m: LatestImage) -> list[str]:
+        """Companion topics that have published before but have no message matching ``m``."""
+        with self._lock:
+            active = {"depth": bool(self._depths), "pose": bool(self._poses), "instances": bool(self._instances)}
+        have = {"depth": m.depth is not None, "pose": m.pose is not None, "instances": m.instances is not None}
+        return [k for k in ("depth", "pose", "instances") if active[k] and not have[k]]
+
+    def _wait_matched(self) -> tuple[LatestImage | None, list[str]]:
+        """The newest image, once its depth/pose/instances arrived (each topic that has published
+        before), or after node.capture_wait seconds with what matched by then. Without a pose by
+        then, the newest image that has one (as automatic capture picks)."""
+        with self._lock:
+            newest = self._images[-1] if self._images else None
+        if newest is None:
+            return None, []
+        deadline = time.monotonic() + self.node_cfg.capture_wait
+        while True:
+            m = self._matched(newest)
+            missing = self._missing(m)
+            if not missing or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        if m.pose is None:
+            m = self._latest_matched() or m
+            missing = self._missing(m)
+        return m, missing
+
     def _on_capture(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        latest = self._latest_matched()
+        latest, missing = self._wait_matched()
         if latest is None:
             response.success, response.message = False, "no valid image received yet"
             return response
@@ -419,7 +447,12 @@ class LangxNode(Node):
             response.success, response.message = False, f"not captured: {exc}"
             return response
         response.success = True
-        response.message = f"captured {kid} (depth: {'yes' if latest.depth is not None else 'no'}); {len(self._keyframes)} keyframes"
+        parts = [f"depth: {'yes' if latest.depth is not None else 'no'}"]
+        if latest.instances is not None:
+            parts.append("instances: yes")
+        if missing:
+            parts.append(f"no matching {', '.join(missing)} within {self.node_cfg.capture_wait:g} s")
+        response.message = f"captured {kid} ({'; '.join(parts)}); {len(self._keyframes)} keyframes"
         return response
 
     def _on_clear(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:

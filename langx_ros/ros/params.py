@@ -38,6 +38,14 @@ class NodeConfig:
     sync_tolerance: float = param(
         0.05, "Depth and pose messages match an image when their stamps differ by at most this (s).", min=0.0, max=10.0
     )
+    capture_wait: float = param(
+        0.5,
+        "~/capture_keyframe waits up to this long (s) for the depth, pose and instance messages matching the newest "
+        "image (from each of those topics that has published before), then captures with what matched and says what "
+        "is missing.",
+        min=0.0,
+        max=10.0,
+    )
     field_directory: str = param(
         "~/.cache/langx_ros/fields", "~/save_field and ~/load_field read and write named fields in this folder only."
     )

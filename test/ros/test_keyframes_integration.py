@@ -31,17 +31,22 @@ class Camera:
         n.create_subscription(NodeStatus, "/langx_node/status", self.status.append, LATCHED)
         assert spin_until(session.executor, lambda: self.img.get_subscription_count() > 0 and self.pose.get_subscription_count() > 0, 30)
 
+    def stamped(self, T, depth=None):
+        """(pose, camera_info, image, depth) messages of one frame, all stamped now."""
+        stamp = self.session.node.get_clock().now().to_msg()
+        info = camera_info_from_intrinsics(K, 64, 48)
+        img = numpy_to_image(RGB, "rgb8")
+        d = numpy_to_image(depth if depth is not None else np.full((48, 64), 1500, np.uint16), "16UC1")
+        for m in (info, img, d):
+            m.header.stamp, m.header.frame_id = stamp, "cam"
+        ps = PoseStamped()
+        ps.header.stamp, ps.header.frame_id = stamp, "map"
+        ps.pose = matrix_to_pose(T)
+        return ps, info, img, d
+
     def send(self, T, depth=None, pose=True, times=5):
         for _ in range(times):
-            stamp = self.session.node.get_clock().now().to_msg()
-            info = camera_info_from_intrinsics(K, 64, 48)
-            img = numpy_to_image(RGB, "rgb8")
-            d = numpy_to_image(depth if depth is not None else np.full((48, 64), 1500, np.uint16), "16UC1")
-            for m in (info, img, d):
-                m.header.stamp, m.header.frame_id = stamp, "cam"
-            ps = PoseStamped()
-            ps.header.stamp, ps.header.frame_id = stamp, "map"
-            ps.pose = matrix_to_pose(T)
+            ps, info, img, d = self.stamped(T, depth)
             if pose:
                 self.pose.publish(ps)
             self.info.publish(info)
@@ -108,3 +113,37 @@ def test_bad_pose_and_depth_are_rejected_and_node_survives(start_node):
     assert spin_until(s.executor, lambda: cam.status and cam.status[-1].images_rejected >= 3, 10)
     cam.send(look_at(np.array([2.0, 0, 1.0]), np.zeros(3)))
     assert _trigger(s, "capture_keyframe").success and proc.alive()
+
+
+def test_capture_waits_for_late_depth_then_names_what_is_missing(start_node):
+    """~/capture_keyframe waits (node.capture_wait) for the depth of the newest image when the
+    depth topic has published before; a depth that never comes is named in the answer."""
+    proc, s = start_node("-p", "node.capture_wait:=1.0")
+    cam = Camera(s)
+    T = look_at(np.array([2.0, 0, 1.0]), np.zeros(3))
+    cam.send(T, times=2)  # the depth topic is known from here on
+    client = s.node.create_client(Trigger, "/langx_node/capture_keyframe")
+    assert call(s.executor, client, Trigger.Request()).success  # also matches this client's response channel
+
+    ps, info, img, d = cam.stamped(T, np.full((48, 64), 2000, np.uint16))
+    cam.pose.publish(ps)
+    cam.info.publish(info)
+    cam.img.publish(img)
+    spin_until(s.executor, lambda: False, 0.1)
+    fut = client.call_async(Trigger.Request())  # asked before this image's depth exists
+    spin_until(s.executor, lambda: False, 0.3)
+    assert not fut.done()  # still waiting for the depth
+    cam.depth.publish(d)
+    assert spin_until(s.executor, fut.done, 10)
+    res = fut.result()
+    assert res.success and "depth: yes" in res.message and "no matching" not in res.message, res.message
+
+    ps, info, img, _ = cam.stamped(T)
+    cam.pose.publish(ps)
+    cam.info.publish(info)
+    cam.img.publish(img)  # its depth never comes
+    spin_until(s.executor, lambda: False, 0.1)
+    res = _trigger(s, "capture_keyframe")
+    assert res.success and "depth: no" in res.message and "no matching depth within 1 s" in res.message, res.message
+    assert spin_until(s.executor, lambda: cam.status and cam.status[-1].num_keyframes == 3, 10)
+    assert proc.alive()

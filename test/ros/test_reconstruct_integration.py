@@ -39,7 +39,7 @@ def _capture_scene(s):
         for f in SCENE.frames:
             res = client.publish_and_capture(lambda: pub.publish(f), attempts=20)
             assert res.success, res.message
-            if "depth: yes" not in res.message:  # the depth came late (a loaded machine): start over
+            if "depth: yes" not in res.message or "instances: yes" not in res.message:  # lost (a loaded machine): start over
                 complete = False
                 assert client.clear().success
                 break
