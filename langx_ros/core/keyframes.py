@@ -61,6 +61,7 @@ class KeyframeStore:
         self.max_keyframes = max_keyframes
         self.root.mkdir(parents=True, exist_ok=True)
         self.frames: dict[str, Frame] = {}
+        self._sources: dict[str, str] = {}  # keyframe id -> the camera frame id it came from
         self.skipped: list[str] = []  # folders that could not be read back (kept on disk, reported)
         self._next = 0
         self._reload()
@@ -72,12 +73,13 @@ class KeyframeStore:
                 continue
             self._next = max(self._next, int(m.group(1)) + 1)
             try:
-                self.frames[d.name] = self._read(d)
+                self.frames[d.name], self._sources[d.name] = self._read(d)
             except (OSError, ValueError, KeyError, FrameError) as exc:
                 self.skipped.append(f"{d.name}: {exc}")
 
     @staticmethod
-    def _read(d: Path) -> Frame:
+    def _read(d: Path) -> tuple[Frame, str]:
+        """(the keyframe, the camera frame id it came from)."""
         import cv2
 
         meta = json.loads((d / "meta.json").read_text())
@@ -98,8 +100,9 @@ class KeyframeStore:
             instances = raw.astype(np.int64)
             instances[raw == NO_INSTANCE] = -1
         pose = None if meta.get("pose") is None else np.asarray(meta["pose"], dtype=np.float64)
-        return validate_frame(Frame(d.name, np.ascontiguousarray(bgr[:, :, ::-1]), np.asarray(meta["K"], dtype=np.float64),
-                                    pose, depth, float(meta.get("stamp", 0.0)), instances))
+        frame = validate_frame(Frame(d.name, np.ascontiguousarray(bgr[:, :, ::-1]), np.asarray(meta["K"], dtype=np.float64),
+                                     pose, depth, float(meta.get("stamp", 0.0)), instances))
+        return frame, str(meta.get("source", ""))
 
     def ids(self) -> list[str]:
         return sorted(self.frames)
@@ -108,10 +111,17 @@ class KeyframeStore:
         return len(self.frames)
 
     def add(self, frame: Frame, source: str = "") -> str:
-        """Store a validated copy of ``frame`` under a new id; returns the id."""
+        """Store a validated copy of ``frame`` under a new id; returns the id.
+
+        Raises FrameError when the frame is malformed, or when it is an image already stored
+        (same stamp, stamp > 0, same source): a second copy would only duplicate the points."""
         import cv2
 
         f = validate_frame(frame)
+        src = source or f.frame_id
+        for kid_, old in self.frames.items():
+            if f.stamp > 0 and old.stamp == f.stamp and self._sources.get(kid_) == src:
+                raise FrameError(f"this image (stamp {f.stamp:.6f}) is keyframe {kid_} already; wait for a newer image")
         kid = f"kf-{self._next:06d}"
         self._next += 1
         tmp = Path(tempfile.mkdtemp(prefix=f".{kid}.", dir=self.root))
@@ -132,18 +142,20 @@ class KeyframeStore:
                     raise OSError("PNG encoding failed")
                 atomic_write_bytes(tmp / "instances.png", ipng.tobytes())
             atomic_write_json(tmp / "meta.json", {"K": f.K.tolist(), "pose": None if f.pose is None else f.pose.tolist(),
-                                                  "stamp": f.stamp, "source": source or f.frame_id})
+                                                  "stamp": f.stamp, "source": src})
             os.replace(tmp, self.root / kid)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self.frames[kid] = Frame(kid, f.rgb, f.K, f.pose, f.depth, f.stamp, f.instances)
+        self._sources[kid] = src
         while len(self.frames) > self.max_keyframes:
             self.remove(self.ids()[0])
         return kid
 
     def remove(self, kid: str) -> None:
         self.frames.pop(kid, None)
+        self._sources.pop(kid, None)
         shutil.rmtree(self.root / kid, ignore_errors=True)
 
     def clear(self) -> int:

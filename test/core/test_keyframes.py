@@ -73,3 +73,18 @@ def test_invalid_frames_are_not_stored_and_corrupt_folders_are_reported(tmp_path
     again = KeyframeStore(tmp_path, max_keyframes=4)
     assert again.ids() == [] and again.skipped and "kf-000000" in again.skipped[0]
     assert (tmp_path / "kf-000000").is_dir()  # kept on disk for inspection
+
+
+def test_the_same_image_is_not_stored_twice(tmp_path):
+    store = KeyframeStore(tmp_path, max_keyframes=4)
+    store.add(_frame(0), source="cam")
+    with pytest.raises(FrameError, match="is keyframe kf-000000 already"):
+        store.add(_frame(0), source="cam")
+    with pytest.raises(FrameError, match="already"):  # also after a restart
+        KeyframeStore(tmp_path, max_keyframes=4).add(_frame(0), source="cam")
+    assert store.add(_frame(0), source="other_cam") == "kf-000001"  # another camera, same stamp: a new image
+    unstamped = _frame(1)
+    unstamped.stamp = 0.0  # a driver that does not stamp: nothing to compare
+    store.add(unstamped, source="cam")
+    store.add(unstamped, source="cam")
+    assert len(store) == 4 and len(list(tmp_path.iterdir())) == 4

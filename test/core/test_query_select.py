@@ -34,3 +34,16 @@ def test_box_filter_is_a_mean():
     img = np.zeros((9, 9), np.float32)
     img[4, 4] = 9.0
     assert box_filter(img, 3)[4, 4] == np.float32(1.0)
+
+
+def test_point_spacing_ignores_coincident_centres():
+    """A frame captured twice yields coincident Gaussians; the instance radius (3 x spacing)
+    must not collapse to zero because of them."""
+    import torch
+
+    from langx_ros.core.field.model import LanguageField
+
+    grid = np.stack(np.meshgrid(*[np.arange(6) * 0.05] * 3, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+    for means in (grid, np.concatenate([grid, grid])):
+        f = LanguageField({"means": torch.from_numpy(means)}, lqc=None, levels=["s"])
+        assert abs(f.point_spacing() - 0.05) < 1e-6

@@ -81,11 +81,12 @@ class LanguageField:
 
     @torch.no_grad()
     def point_spacing(self) -> float:
-        """Median distance between neighbouring Gaussian centres (cached)."""
+        """Median distance between neighbouring distinct Gaussian centres (cached); coincident
+        centres (a frame seen twice) would otherwise pull it towards zero."""
         if self._spacing is None:
             from scipy.spatial import cKDTree
 
-            m = self.params["means"].detach().cpu().numpy()
+            m = np.unique(self.params["means"].detach().cpu().numpy(), axis=0)
             if len(m) < 2:
                 self._spacing = 0.01
             else:
