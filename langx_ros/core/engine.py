@@ -83,7 +83,7 @@ class Engine:
     def trimap(self):
         """The TriMap interpolator from <model_dir>/<trimap.model_subdir> (ModelNotFound names what is missing)."""
         with self._lock:
-            if self._trimap is None:
+            if self._trimap is None or self._trimap.released:  # released after use with trimap.keep_loaded: false
                 from pathlib import Path
 
                 from langx_ros.core.trimap.interpolate import load_interpolator

@@ -220,9 +220,15 @@ def reconstruct(
         check_cancel()
         interp, tcfg = trimap
         key_segments = [[per[li][0] for li in level_idx] for per in sem] if level_idx else None
-        dense = densify(frames, interp, tcfg, key_segments, progress=lambda fr, d: report("trimap", fr, d),
-                        normal_estimator=normal_estimator, cancel=cancel)
+        try:
+            dense = densify(frames, interp, tcfg, key_segments, progress=lambda fr, d: report("trimap", fr, d),
+                            normal_estimator=normal_estimator, cancel=cancel)
+        finally:
+            if not tcfg.keep_loaded:  # free its memory for field training (also when densifying failed)
+                interp.release()
         generated, trimap_notes = dense.views, list(dense.notes)
+        if not tcfg.keep_loaded:
+            trimap_notes.append("model released after densifying (trimap.keep_loaded: false)")
         if level_idx:
             gen_sem, note = _generated_semantics(generated, semantics, level_idx, len(levels), check_cancel)
             trimap_notes.append(note)

@@ -51,3 +51,20 @@ def test_fp8_tiny_model_close_to_plain():
     assert quantize_fp8(tr) > 0
     fast = interp(first, last, 9, 3, 6.0, seed=2)
     assert not torch.equal(fast, plain) and float((fast - plain).abs().mean()) < 0.05
+
+
+def test_released_model_frees_gpu_memory(tmp_path):
+    """trimap.keep_loaded: false gives the weights' GPU memory back before field training."""
+    from langx_ros.core.trimap.interpolate import TriMapConfig, load_interpolator
+    from langx_ros.core.trimap.tiny import save_tiny_model
+
+    cfg = TriMapConfig()
+    folder = save_tiny_model(tmp_path / "trimap-RANDOM-tiny", (cfg.prompt, ""))
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    interp = load_interpolator(folder, cfg, "cuda")
+    loaded = torch.cuda.memory_allocated()
+    assert loaded > before
+    holder = [interp]  # someone else still holds the object: release must free the weights anyway
+    interp.release()
+    assert holder[0].released and torch.cuda.memory_allocated() - before < 0.1 * (loaded - before)

@@ -155,3 +155,33 @@ def test_engine_densifies_with_trimap(interp):
     assert "RANDOM WEIGHTS" in prov and "14 generated views (colour, normals, masks" in prov
     assert "L_s2d only (OracleSemantics" in prov  # the oracle cannot pool features over generated masks
     assert "trimap" in stages and "trimap" in res.timings
+
+
+def test_engine_releases_the_model_when_not_kept_and_loads_it_again(tmp_path):
+    """trimap.keep_loaded: false drops the weights after densifying (before field training); the
+    next reconstruction loads them from the folder again; a released interpolator refuses work."""
+    from langx_ros.core.config import LangxConfig
+    from langx_ros.core.engine import Engine
+    from langx_ros.core.synthetic import make_scene
+
+    scene = make_scene(2, 32, 24)
+    cfg = LangxConfig()
+    cfg.semantics.source, cfg.semantics.labels = "oracle", scene.labels
+    cfg.models.model_dir, cfg.trimap.model_subdir = str(tmp_path), "trimap-RANDOM-tiny"
+    save_tiny_model(tmp_path / cfg.trimap.model_subdir, (cfg.trimap.prompt, ""))
+    cfg.field.iterations, cfg.lqc.steps, cfg.lqc.codebook_size, cfg.lqc.batch_size = 10, 20, 32, 64
+    cfg.trimap.width, cfg.trimap.height, cfg.trimap.num_frames, cfg.trimap.steps, cfg.trimap.guidance = 16, 16, 5, 1, 1.0
+    cfg.trimap.keep_loaded = False
+    engine = Engine(cfg, "cpu")
+    res = engine.build(scene.frames, use_trimap=True)
+    first = engine._trimap
+    assert first.released and first.transformer is None and "released after densifying" in res.field.provenance["trimap"]
+    with pytest.raises(RuntimeError, match="released"):
+        first(*_keys(1), num_frames=5, steps=1, guidance=1.0)
+    res2 = engine.build(scene.frames, use_trimap=True)  # loads again
+    assert engine._trimap is not first and engine._trimap.released and len(res2.field.meta["generated_frames"]) == 3
+
+    cfg.trimap.keep_loaded = True
+    engine.build(scene.frames, use_trimap=True)
+    kept = engine._trimap
+    assert not kept.released and engine.trimap() is kept  # kept between reconstructions

@@ -118,18 +118,26 @@ def test_bad_pose_and_depth_are_rejected_and_node_survives(start_node):
 def test_capture_waits_for_late_depth_then_names_what_is_missing(start_node):
     """~/capture_keyframe waits (node.capture_wait) for the depth of the newest image when the
     depth topic has published before; a depth that never comes is named in the answer."""
-    proc, s = start_node("-p", "node.capture_wait:=1.0")
+    proc, s = start_node("-p", "node.capture_wait:=3.0")
     cam = Camera(s)
     T = look_at(np.array([2.0, 0, 1.0]), np.zeros(3))
     cam.send(T, times=2)  # the depth topic is known from here on
     client = s.node.create_client(Trigger, "/langx_node/capture_keyframe")
     assert call(s.executor, client, Trigger.Request()).success  # also matches this client's response channel
 
-    ps, info, img, d = cam.stamped(T, np.full((48, 64), 2000, np.uint16))
-    cam.pose.publish(ps)
-    cam.info.publish(info)
-    cam.img.publish(img)
-    spin_until(s.executor, lambda: False, 0.1)
+    sent = [2]  # images published so far
+
+    def image_without_depth():
+        """Publish a new posed image (not its depth); return once the node has taken it in."""
+        sent[0] += 1
+        ps, info, img, d = cam.stamped(T, np.full((48, 64), 2000, np.uint16))
+        cam.pose.publish(ps)
+        cam.info.publish(info)
+        cam.img.publish(img)
+        assert spin_until(s.executor, lambda: cam.status and cam.status[-1].images_accepted >= sent[0], 10)
+        return d
+
+    d = image_without_depth()
     fut = client.call_async(Trigger.Request())  # asked before this image's depth exists
     spin_until(s.executor, lambda: False, 0.3)
     assert not fut.done()  # still waiting for the depth
@@ -138,12 +146,8 @@ def test_capture_waits_for_late_depth_then_names_what_is_missing(start_node):
     res = fut.result()
     assert res.success and "depth: yes" in res.message and "no matching" not in res.message, res.message
 
-    ps, info, img, _ = cam.stamped(T)
-    cam.pose.publish(ps)
-    cam.info.publish(info)
-    cam.img.publish(img)  # its depth never comes
-    spin_until(s.executor, lambda: False, 0.1)
+    image_without_depth()  # its depth never comes
     res = _trigger(s, "capture_keyframe")
-    assert res.success and "depth: no" in res.message and "no matching depth within 1 s" in res.message, res.message
+    assert res.success and "depth: no" in res.message and "no matching depth within 3 s" in res.message, res.message
     assert spin_until(s.executor, lambda: cam.status and cam.status[-1].num_keyframes == 3, 10)
     assert proc.alive()
