@@ -128,15 +128,34 @@ class Progress:
     stage_progress: float = 0.0
     detail: str = ""
     cancel: threading.Event = field(default_factory=threading.Event)
+    _entered: list[str] = field(default_factory=lambda: ["validate"])  # stages begun since the last snapshot
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def update(self, stage: str, fraction: float, detail: str) -> None:
         """The reconstruction's progress callback."""
-        self.stage, self.stage_progress, self.detail = stage, fraction, detail
+        with self._lock:
+            if stage != self.stage:
+                self._entered.append(stage)
+            self.stage, self.stage_progress, self.detail = stage, fraction, detail
 
     @property
     def total(self) -> float:
-        i = STAGES.index(self.stage) if self.stage in STAGES else 0
-        return (i + self.stage_progress) / len(STAGES)
+        return self._total(self.stage, self.stage_progress)
+
+    @staticmethod
+    def _total(stage: str, fraction: float) -> float:
+        i = STAGES.index(stage) if stage in STAGES else 0
+        return (i + fraction) / len(STAGES)
+
+    def snapshot(self) -> list[tuple[str, float, float, str]]:
+        """(stage, stage fraction, overall fraction, detail) of every stage begun since the last
+        snapshot, then of the current one: a stage shorter than the feedback period is still
+        reported (as done), and the overall fraction never goes back."""
+        with self._lock:
+            passed = [st for st in self._entered if st != self.stage]
+            self._entered = []
+            cur = (self.stage, self.stage_progress, self._total(self.stage, self.stage_progress), self.detail)
+        return [(st, 1.0, self._total(st, 1.0), "done") for st in passed] + [cur]
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -501,16 +520,19 @@ class LangxNode(Node):
         worker.start()
         fb = Reconstruct.Feedback()
         fb.num_stages = len(STAGES)
+
+        def send_feedback():
+            for stage, fraction, overall, detail in progress.snapshot():
+                fb.stage, fb.stage_index = stage, STAGES.index(stage) if stage in STAGES else 0
+                fb.stage_progress, fb.progress, fb.detail = float(fraction), float(overall), detail
+                goal_handle.publish_feedback(fb)
+
         while worker.is_alive():
             if goal_handle.is_cancel_requested:
                 progress.cancel.set()
-            fb.stage = progress.stage
-            fb.stage_index = STAGES.index(progress.stage) if progress.stage in STAGES else 0
-            fb.stage_progress = float(progress.stage_progress)
-            fb.progress = float(progress.total)
-            fb.detail = progress.detail
-            goal_handle.publish_feedback(fb)
+            send_feedback()
             worker.join(0.2)
+        send_feedback()  # the stages begun since the last tick, and where it ended
         elapsed = time.perf_counter() - t0
         self._weights = inventory(self.cfg)  # weights may have been copied in meanwhile
         with self._lock:

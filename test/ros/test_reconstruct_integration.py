@@ -158,7 +158,7 @@ def test_clip_path_with_random_weights_says_so(start_node, tmp_path):
 
 def test_reconstruct_with_trimap_tiny_random_model(start_node, tmp_path):
     """use_trimap through the action with a tiny RANDOM-WEIGHT CogVideoX folder under
-    models.model_dir: the generated frames are reported, the stages include trimap and the
+    models.model_dir: the generated frames are reported, the stages (results and feedback) include trimap and the
     provenance names the TriMap folder (which says RANDOM)."""
     from langx_ros.core.trimap.interpolate import TriMapConfig
     from langx_ros.core.trimap.tiny import save_tiny_model
@@ -169,10 +169,14 @@ def test_reconstruct_with_trimap_tiny_random_model(start_node, tmp_path):
                          "-p", "trimap.height:=16", "-p", "trimap.num_frames:=9", "-p", "trimap.steps:=2")
     _capture_scene(s)
     client = LangxClient(s)
-    handle = client.send_reconstruct(Reconstruct.Goal(use_trimap=True, iterations=40, keep_previous_on_failure=True))
+    feedback = []
+    handle = client.send_reconstruct(Reconstruct.Goal(use_trimap=True, iterations=40, keep_previous_on_failure=True), feedback.append)
     result = client.result(handle, 300)
     assert result.success, result.message
     assert result.num_generated_frames == 2 * 7 and result.num_keyframes == 3
     assert list(result.stage_names) == ["validate", "semantics", "trimap", "lqc", "init", "field"]
+    # every stage is in the feedback, also those shorter than the feedback period (the toy TriMap)
+    assert spin_until(s.executor, lambda: {f.stage for f in feedback} >= set(result.stage_names), 10), [f.stage for f in feedback]
+    assert [f.progress for f in feedback] == sorted(f.progress for f in feedback)
     assert "trimap-RANDOM-tiny" in result.provenance and "14 generated views" in result.provenance
     assert _query(s, ["couch"]).success and proc.alive()
