@@ -7,6 +7,9 @@ and one semantic video per chosen segmentation level. Key-frame conditions:
   (none is wired in by default: such a frame gets a neutral grey condition, said in the notes);
 - semantics: the key frames' masks at that level, colour-coded in one id space for the pair
   (segments matched across the two frames in 3D, see segment_match.py).
+Key frames are resized to the model's size (cfg.width x cfg.height, aspect not kept: the 5B
+image-to-video model has learned position embeddings for 720x480 only) and generated frames back
+to the key frames' size, so they share the key frames' intrinsics.
 Generated frames get poses interpolated between the pair's known poses (kept fixed: a robot's
 poses are trusted; no pose refinement runs), no depth, normals decoded to unit vectors and masks
 decoded to ids by nearest palette colour (pixels far from every colour get none).
