@@ -291,3 +291,26 @@ def reconstruct(
                        {"frames": [f.frame_id for f in frames], "generated_frames": [g.frame.frame_id for g in generated],
                         "timings": timings, "canonical_phrases": list(canonical_phrases)})
     return ReconstructResult(lf, timings, {"field": stats, "lqc": lqc_stats})
+
+
+# bad frames or settings, missing weights or files (models.ModelNotFound is an OSError), divergence
+EXPECTED_FAILURES = (FrameError, ValueError, OSError, MemoryError, FloatingPointError, KeyError)
+
+
+def failure_message(err: BaseException, stage: str) -> tuple[str, bool]:
+    """(text for the caller, expected?) of a failed reconstruction; ``stage`` is where it stopped.
+
+    Expected failures (bad frames, missing weights, bad settings, divergence) pass their own
+    message on; running out of GPU memory frees the allocator's cache and names the settings that
+    lower the need; anything else is an internal error (the caller should log its traceback).
+    """
+    if isinstance(err, torch.OutOfMemoryError):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        hint = ("trimap.cpu_offload: model, trimap.vae_tiling: true, fewer trimap.num_frames" if stage == "trimap" else
+                "trimap.keep_loaded: false (with use_trimap), fewer field.max_gaussians or keyframes")
+        first = str(err).splitlines()[0] if str(err) else ""
+        return f"out of GPU memory in stage '{stage}' ({first}); lower the need: {hint}", True
+    if isinstance(err, EXPECTED_FAILURES):
+        return str(err), True
+    return f"internal error: {type(err).__name__}: {err}", False

@@ -59,8 +59,8 @@ from langx_ros.core.device import resolve_device
 from langx_ros.core.engine import Camera, Engine
 from langx_ros.core.field.io import load_field, save_field
 from langx_ros.core.field.train import Cancelled
-from langx_ros.core.models import ModelNotFound, inventory
-from langx_ros.core.reconstruct import STAGES
+from langx_ros.core.models import inventory
+from langx_ros.core.reconstruct import STAGES, failure_message
 from langx_ros.core.frames import Frame, FrameError, validate_pose
 from langx_ros.core.keyframes import KeyframeStore, should_capture
 from langx_ros.core.query import QueryRequestError, prepare_queries
@@ -534,6 +534,7 @@ class LangxNode(Node):
             worker.join(0.2)
         send_feedback()  # the stages begun since the last tick, and where it ended
         elapsed = time.perf_counter() - t0
+        stage_at_end = progress.stage
         self._weights = inventory(self.cfg)  # weights may have been copied in meanwhile
         with self._lock:
             self._progress = None
@@ -544,9 +545,8 @@ class LangxNode(Node):
             self._publish_status()
             return finish(False, msg, "canceled")
         if err is not None:
-            known = (FrameError, ModelNotFound, ValueError, MemoryError, FloatingPointError, KeyError)
-            text = str(err) if isinstance(err, known) else f"internal error: {type(err).__name__}: {err}"
-            if not isinstance(err, known):
+            text, expected = failure_message(err, stage_at_end)
+            if not expected:
                 self.get_logger().error("reconstruction failed:\n" + "".join(traceback.format_exception(err)))
             with self._lock:
                 self._last_error = text

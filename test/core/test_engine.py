@@ -44,3 +44,20 @@ def test_request_errors_and_missing_instances(built):
     no_ids = [Frame(f.frame_id, f.rgb, f.K, f.pose, f.depth) for f in scene.frames[:2]]
     with pytest.raises(FrameError, match="without instance ids"):
         engine.build(no_ids)
+
+
+def test_failure_messages_for_the_caller():
+    import torch
+
+    from langx_ros.core.models import ModelNotFound
+    from langx_ros.core.reconstruct import failure_message
+
+    assert failure_message(FrameError("frame kf-1 has no pose"), "validate") == ("frame kf-1 has no pose", True)
+    text, expected = failure_message(ModelNotFound("TriMap", ["/m/trimap/model_index.json"]), "trimap")
+    assert expected and "/m/trimap/model_index.json" in text
+    text, expected = failure_message(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore"), "trimap")
+    assert expected and "out of GPU memory in stage 'trimap'" in text and "Tried to allocate 2.00 GiB" in text
+    assert "trimap.cpu_offload: model" in text and "more" not in text
+    assert "field.max_gaussians" in failure_message(torch.OutOfMemoryError("x"), "field")[0]
+    text, expected = failure_message(ZeroDivisionError("division by zero"), "field")
+    assert not expected and text == "internal error: ZeroDivisionError: division by zero"
