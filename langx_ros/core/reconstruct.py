@@ -103,22 +103,16 @@ def frustum_points(frames: Sequence[Frame], near: float, far: float, per_frame: 
 
 def _views(frames: Sequence[Frame], normals: Sequence[np.ndarray | None], sem: list[list[tuple[np.ndarray, np.ndarray]]] | None,
            codes_per_frame: list[list[np.ndarray]] | None, device: torch.device) -> list[TrainView]:
-    """Training views; per level, pixels of a segment without a feature (none pooled) supervise
-    L_s2d only."""
+    """Training views (compact, see TrainView); per level, a segment without a feature (none
+    pooled) supervises L_s2d only."""
     out = []
     for i, f in enumerate(frames):
         t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
-        v = TrainView(t(f.rgb / 255.0), t(f.K), t(np.linalg.inv(f.pose)),
+        v = TrainView(t(f.rgb, torch.uint8), t(f.K), t(np.linalg.inv(f.pose)),
                       None if f.depth is None else t(f.depth), t(normals[i]) if normals[i] is not None else None)
         if sem is not None and codes_per_frame is not None:
-            segs = np.stack([s for s, _ in sem[i]])  # (L, H, W)
-            code_dim = codes_per_frame[i][0].shape[1]
-            codes = np.stack([c[np.clip(s, 0, None)] if len(c) else np.zeros(s.shape + (code_dim,), np.float32)
-                              for (s, _), c in zip(sem[i], codes_per_frame[i])])  # (L, H, W, D)
-            has = np.array([len(c) > 0 for c in codes_per_frame[i]])[:, None, None]
-            v.seg = t(segs, torch.long)
-            v.sem_valid = t((segs >= 0) & has, torch.bool)
-            v.sem = t(codes)
+            v.seg = t(np.stack([s for s, _ in sem[i]]), torch.int32)  # (L, H, W)
+            v.codes = [t(c) for c in codes_per_frame[i]]
         out.append(v)
     return out
 
@@ -203,8 +197,11 @@ def reconstruct(
     levels = list(semantics.levels)
     level_idx = _trimap_levels(trimap[1], levels) if trimap is not None else []
     timings["validate"] = time.perf_counter() - t
+    # every stage is reported as it starts (its first progress may come much later: the field
+    # reports every 1% of its iterations)
 
     t = time.perf_counter()
+    report("semantics", 0.0, f"{len(frames)} frames")
     sem: list[list[tuple[np.ndarray, np.ndarray]]] = []
     for i, f in enumerate(frames):
         check_cancel()
@@ -218,6 +215,7 @@ def reconstruct(
 
         t = time.perf_counter()
         check_cancel()
+        report("trimap", 0.0, f"{len(frames) - 1} key-frame pairs")
         interp, tcfg = trimap
         key_segments = [[per[li][0] for li in level_idx] for per in sem] if level_idx else None
         try:
@@ -236,6 +234,7 @@ def reconstruct(
 
     t = time.perf_counter()
     check_cancel()
+    report("lqc", 0.0, "features -> codes")
     all_feats = np.concatenate([feats for per in sem + gen_sem for _, feats in per if len(feats)], axis=0)
     canonical = torch.as_tensor(text_encoder.encode(list(canonical_phrases)))
     if cfg.lqc_path:
@@ -256,6 +255,7 @@ def reconstruct(
 
     t = time.perf_counter()
     check_cancel()
+    report("init", 0.0, "initial Gaussians and training views")
     with_depth = [f for f in frames if f.depth is not None]
     if with_depth:
         points, colors, point_normals = depth_points(with_depth, field_cfg.init_stride)
@@ -274,6 +274,8 @@ def reconstruct(
     timings["init"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    report("field", 0.0, f"{field_cfg.iterations} iterations over {len(views)} views "
+                         f"({sum(v.nbytes() for v in views) / 2**20:.0f} MiB of view tensors)")
     stats = train_field(params, views, field_cfg, len(levels), progress=lambda fr, d: report("field", fr, d), cancel=cancel)
     timings["field"] = time.perf_counter() - t
 

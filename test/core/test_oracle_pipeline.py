@@ -31,7 +31,7 @@ def built():
     enc = OracleTextEncoder(scene.labels)
     stages = []
     res = reconstruct(scene.frames[:4], OracleSemantics.from_scene(scene, enc), enc, ReconstructConfig(), FieldConfig(iterations=400),
-                      LQC_CFG, QCFG.canonical_phrases, progress=lambda s, fr, d: stages.append(s))
+                      LQC_CFG, QCFG.canonical_phrases, progress=lambda s, fr, d: stages.append((s, fr, d)))
     return scene, enc, res, stages
 
 
@@ -98,7 +98,10 @@ def test_provenance_and_progress(built):
     assert p["semantics"] == ORACLE_PROVENANCE and p["text"] == ORACLE_PROVENANCE
     assert p["lqc"].startswith("per-scene LQC")
     assert "CPU substitute" in p["renderer"]
-    assert [s for i, s in enumerate(stages) if i == 0 or stages[i - 1] != s] == ["validate", "semantics", "lqc", "init", "field"]
+    starts = [st for i, st in enumerate(stages) if i == 0 or stages[i - 1][0] != st[0]]
+    assert [s for s, _, _ in starts] == ["validate", "semantics", "lqc", "init", "field"]
+    assert all(fr == 0.0 for _, fr, _ in starts)  # each stage is announced as it begins
+    assert "400 iterations over 4 views" in starts[-1][2] and "MiB of view tensors" in starts[-1][2]
 
 
 def test_save_load_renders_the_same(built, tmp_path):

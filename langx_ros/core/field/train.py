@@ -62,16 +62,32 @@ class FieldConfig:
 
 @dataclass
 class TrainView:
-    """One training view, as tensors on the training device."""
+    """One training view, as tensors on the training device, stored compactly (colour as bytes,
+    semantic targets as one code per segment, gathered per use): a few hundred TriMap views fit."""
 
-    rgb: torch.Tensor  # (H, W, 3) float in [0, 1]
+    rgb: torch.Tensor  # (H, W, 3) uint8, or float in [0, 1]
     K: torch.Tensor  # (3, 3)
     viewmat: torch.Tensor  # (4, 4) world-to-camera
     depth: torch.Tensor | None = None  # (H, W) metres, NaN = none
     normals: torch.Tensor | None = None  # (H, W, 3) world, NaN = none
-    sem: torch.Tensor | None = None  # (L, H, W, D) target codes
-    sem_valid: torch.Tensor | None = None  # (L, H, W) bool
-    seg: torch.Tensor | None = None  # (L, H, W) long segment ids, -1 = none
+    seg: torch.Tensor | None = None  # (L, H, W) int32 segment ids, -1 = none
+    codes: list[torch.Tensor] | None = None  # per level (S_l, D): target code of segment id s; (0, D) = no features (L_s2d only)
+
+    def rgb_target(self) -> torch.Tensor:
+        """(H, W, 3) float colour in [0, 1]."""
+        return self.rgb.float() / 255.0 if self.rgb.dtype == torch.uint8 else self.rgb
+
+    def semantic_target(self, level: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """((H, W, D) target codes, (H, W) valid) at ``level``; None when the level has no features."""
+        c = self.codes[level]
+        if c.shape[0] == 0:
+            return None
+        s = self.seg[level]
+        return c[s.clamp(min=0).long()], s >= 0
+
+    def nbytes(self) -> int:
+        parts = [self.rgb, self.K, self.viewmat, self.depth, self.normals, self.seg, *(self.codes or [])]
+        return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
     @property
     def width(self) -> int:
@@ -168,7 +184,7 @@ def train_field(
         state = strategy.initialize_state(scene_scale=extent)
     rng = np.random.default_rng(cfg.seed)
     neighbours = None
-    has_sem = any(v.sem is not None for v in views)
+    has_sem = any(v.codes is not None for v in views)
     code_dim = params["sem"].shape[1] // max(levels, 1)
     t0 = time.perf_counter()
     history: list[dict] = []
@@ -179,9 +195,9 @@ def train_field(
             raise Cancelled(f"cancelled at iteration {it}/{cfg.iterations}")
         vi = int(rng.integers(len(views)))
         v = views[vi]
-        semantic_phase = has_sem and it >= sem_start and v.sem is not None
+        semantic_phase = has_sem and it >= sem_start and v.codes is not None
         r = render_view(params, v.viewmat, v.K, v.width, v.height, backend)
-        loss = L.photometric_loss(r.rgb, v.rgb, cfg.lambda_ssim)
+        loss = L.photometric_loss(r.rgb, v.rgb_target(), cfg.lambda_ssim)
         parts = {"rgb": loss.detach()}  # tensors: read back only when reported (no per-step sync)
         if v.depth is not None and cfg.lambda_depth > 0:
             ld = L.depth_loss(r.depth[..., 0], v.depth)
@@ -197,9 +213,11 @@ def train_field(
         if semantic_phase:
             for lvl in range(levels):
                 sl = slice(lvl * code_dim, (lvl + 1) * code_dim)
-                ls = L.semantic_loss(r.sem[..., sl], v.sem[lvl], v.sem_valid[lvl])
-                loss = loss + cfg.lambda_sem * ls / levels
-                parts[f"sem{lvl}"] = ls.detach()
+                target = v.semantic_target(lvl)
+                if target is not None:
+                    ls = L.semantic_loss(r.sem[..., sl], *target)
+                    loss = loss + cfg.lambda_sem * ls / levels
+                    parts[f"sem{lvl}"] = ls.detach()
                 if cfg.lambda_s2d > 0 and v.seg is not None:
                     loss = loss + cfg.lambda_s2d * L.s2d_loss(r.sem[..., sl], pairs[(vi, lvl)]) / levels
             if cfg.lambda_s3d > 0:

@@ -48,3 +48,22 @@ def test_s3d_pulls_neighbours_together():
     assert nb[:, 0].tolist() == [1, 0, 3, 2]
     sem = torch.tensor([[1.0], [1.0], [0.0], [2.0]])
     assert L.s3d_loss(sem, nb).item() == 2.0  # (0 + 0 + 4 + 4) / 4
+
+
+def test_train_view_gathers_targets_from_one_code_per_segment():
+    """The compact view (uint8 colour, int32 ids, a code per segment) yields the per-pixel
+    targets the losses expect; a level without features gives none (L_s2d only)."""
+    from langx_ros.core.field.train import TrainView
+
+    seg = torch.tensor([[[0, 1], [-1, 1]], [[0, 0], [0, -1]]], dtype=torch.int32)  # (L=2, 2, 2)
+    codes = [torch.tensor([[1.0, 0, 0], [0, 2.0, 0]]), torch.zeros(0, 3)]
+    rgb = torch.tensor([[[0, 255, 51]] * 2] * 2, dtype=torch.uint8)
+    v = TrainView(rgb, torch.eye(3), torch.eye(4), seg=seg, codes=codes)
+    assert torch.allclose(v.rgb_target()[0, 0], torch.tensor([0.0, 1.0, 0.2]))
+    target, valid = v.semantic_target(0)
+    assert target.shape == (2, 2, 3) and valid.tolist() == [[True, True], [False, True]]
+    assert target[0, 1].tolist() == [0.0, 2.0, 0.0] and target[1, 1].tolist() == [0.0, 2.0, 0.0]
+    assert v.semantic_target(1) is None
+    assert v.nbytes() == 12 + 36 + 64 + 32 + 24  # uint8 colour, K, viewmat, int32 ids, codes
+    a, b = L.SegmentPairs(seg[0]).sample(64)
+    assert a.dtype == torch.long and (seg[0].reshape(-1)[a] == seg[0].reshape(-1)[b]).all()
