@@ -121,7 +121,9 @@ def test_capture_waits_for_late_depth_then_names_what_is_missing(start_node):
     proc, s = start_node("-p", "node.capture_wait:=2.0")
     cam = Camera(s)
     T = look_at(np.array([2.0, 0, 1.0]), np.zeros(3))
-    cam.send(T, times=2)  # the depth topic is known from here on
+    cam.send(T)  # the depth topic is known from here on
+    # the first images may come before camera_info (rejected): go on once one was taken in
+    assert spin_until(s.executor, lambda: cam.status and cam.status[-1].images_accepted > 0, 10)
     client = s.node.create_client(Trigger, "/langx_node/capture_keyframe")
     assert call(s.executor, client, Trigger.Request()).success  # also matches this client's response channel
 
