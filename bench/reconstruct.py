@@ -116,8 +116,7 @@ def rgbd(a, device) -> dict:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     params = init_from_points(*depth_points(train), 3, 300_000, device=device)
-    t = lambda x: torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)  # noqa: E731
-    views = [TrainView(t(f.rgb / 255.0), t(f.K), t(np.linalg.inv(f.pose)), t(f.depth), t(normals_from_depth(f.depth, f.K, f.pose))) for f in train]
+    views = [TrainView.from_frame(f, normals_from_depth(f.depth, f.K, f.pose), device) for f in train]
     st = train_field(params, views, FieldConfig(iterations=a.iters), levels=1)
     wall = time.perf_counter() - t0
     res = {i: psnr_depth(params, fr[i], device) for i in ids}

@@ -107,12 +107,10 @@ def _views(frames: Sequence[Frame], normals: Sequence[np.ndarray | None], sem: l
     pooled) supervises L_s2d only."""
     out = []
     for i, f in enumerate(frames):
-        t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
-        v = TrainView(t(f.rgb, torch.uint8), t(f.K), t(np.linalg.inv(f.pose)),
-                      None if f.depth is None else t(f.depth), t(normals[i]) if normals[i] is not None else None)
+        v = TrainView.from_frame(f, normals[i], device)
         if sem is not None and codes_per_frame is not None:
-            v.seg = t(np.stack([s for s, _ in sem[i]]), torch.int32)  # (L, H, W)
-            v.codes = [t(c) for c in codes_per_frame[i]]
+            v.seg = torch.as_tensor(np.stack([s for s, _ in sem[i]]), dtype=torch.int32, device=device)  # (L, H, W)
+            v.codes = [torch.as_tensor(c, dtype=torch.float32, device=device) for c in codes_per_frame[i]]
         out.append(v)
     return out
 

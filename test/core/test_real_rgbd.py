@@ -15,15 +15,14 @@ from langx_ros.core.reconstruct import depth_points
 
 
 def _view(f):
-    t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
-    return TrainView(t(f.rgb / 255.0), t(f.K), t(np.linalg.inv(f.pose)), t(f.depth), t(normals_from_depth(f.depth, f.K, f.pose)))
+    return TrainView.from_frame(f, normals_from_depth(f.depth, f.K, f.pose), "cpu")
 
 
 def _metrics(params, f):
     v = _view(f)
     with torch.no_grad():
         r = render_view(params, v.viewmat, v.K, v.width, v.height)
-    psnr = float(-10 * torch.log10(((r.rgb - v.rgb) ** 2).mean()))
+    psnr = float(-10 * torch.log10(((r.rgb - v.rgb_target()) ** 2).mean()))
     ok = torch.isfinite(v.depth) & (r.alpha[..., 0] > 0.5)
     err = float((r.depth[..., 0][ok] - v.depth[ok]).abs().mean())
     return psnr, err, float(ok.float().mean())

@@ -20,6 +20,7 @@ from langx_ros.core.config_fields import param
 from langx_ros.core.field import losses as L
 from langx_ros.core.field.gaussians import gaussian_normals, normals_facing
 from langx_ros.core.field.render import BACKEND_GSPLAT, BACKEND_TORCH, RenderOutput, rasterize
+from langx_ros.core.frames import Frame
 
 
 class Cancelled(Exception):
@@ -65,7 +66,7 @@ class TrainView:
     """One training view, as tensors on the training device, stored compactly (colour as bytes,
     semantic targets as one code per segment, gathered per use): a few hundred TriMap views fit."""
 
-    rgb: torch.Tensor  # (H, W, 3) uint8, or float in [0, 1]
+    rgb: torch.Tensor  # (H, W, 3) uint8
     K: torch.Tensor  # (3, 3)
     viewmat: torch.Tensor  # (4, 4) world-to-camera
     depth: torch.Tensor | None = None  # (H, W) metres, NaN = none
@@ -73,9 +74,18 @@ class TrainView:
     seg: torch.Tensor | None = None  # (L, H, W) int32 segment ids, -1 = none
     codes: list[torch.Tensor] | None = None  # per level (S_l, D): target code of segment id s; (0, D) = no features (L_s2d only)
 
+    @classmethod
+    def from_frame(cls, frame: Frame, normals: np.ndarray | None, device: torch.device | str) -> "TrainView":
+        """A view of a posed frame (colour, intrinsics, pose, depth when present) and its (H, W, 3)
+        world normals (None = no normal loss); no semantic targets."""
+        f = frame
+        t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
+        return cls(t(f.rgb, torch.uint8), t(f.K), t(np.linalg.inv(f.pose)), None if f.depth is None else t(f.depth),
+                   None if normals is None else t(normals))
+
     def rgb_target(self) -> torch.Tensor:
         """(H, W, 3) float colour in [0, 1]."""
-        return self.rgb.float() / 255.0 if self.rgb.dtype == torch.uint8 else self.rgb
+        return self.rgb.float() / 255.0
 
     def semantic_target(self, level: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """((H, W, D) target codes, (H, W) valid) at ``level``; None when the level has no features."""
