@@ -79,7 +79,7 @@ def live(seconds: float, rate: float) -> dict:
     try:
         with RosSession("langx_bench", domain_id=domain) as ros:
             c = LangxClient(ros)
-            pub = FramePublisher(ros.node, "/camera")
+            pub = FramePublisher(ros.node, "/camera", instances=True)
             assert c.wait(lambda: pub.connected() and bool(c.status), 60), node.log()
             for f in scene.frames:
                 c.publish_and_capture(lambda: pub.publish(f), attempts=30)

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with RosSession("langx_demo", domain_id=domain) as ros:
             client = LangxClient(ros)
-            player = FramePublisher(ros.node, "/camera")
+            player = FramePublisher(ros.node, "/camera", instances=mode == "synthetic")
             rel_imgs: list[Image] = []
             ros.node.create_subscription(Image, "/langx_node/query/relevancy", rel_imgs.append, 10)
             if not client.wait(lambda: player.connected() and bool(client.status), 60):

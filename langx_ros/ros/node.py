@@ -213,9 +213,11 @@ class LangxNode(Node):
 
         self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
-        self.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data)
-        self.create_subscription(PoseStamped, "pose", self._on_pose, 50)
-        self.create_subscription(Image, "instances", self._on_instances, qos_profile_sensor_data)
+        self._companions = {  # topics matched to each image by stamp
+            "depth": self.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data),
+            "pose": self.create_subscription(PoseStamped, "pose", self._on_pose, 50),
+            "instances": self.create_subscription(Image, "instances", self._on_instances, qos_profile_sensor_data),
+        }
         self.create_subscription(String, "~/query_text", self._on_query_text, 10, callback_group=group)
         self.create_service(QueryObjects, "~/query", self._on_query, callback_group=group)
         # reentrant: a capture waits for late depth/pose/instances while the subscriptions keep running
@@ -429,15 +431,16 @@ class LangxNode(Node):
         return kid
 
     def _missing(self, m: LatestImage) -> list[str]:
-        """Companion topics that have published before but have no message matching ``m``."""
+        """Companion topics that are in use (they have published before, or a publisher is connected
+        now) but have no message matching ``m``."""
         with self._lock:
-            active = {"depth": bool(self._depths), "pose": bool(self._poses), "instances": bool(self._instances)}
+            seen = {"depth": bool(self._depths), "pose": bool(self._poses), "instances": bool(self._instances)}
+        active = {k: seen[k] or sub.get_publisher_count() > 0 for k, sub in self._companions.items()}
         have = {"depth": m.depth is not None, "pose": m.pose is not None, "instances": m.instances is not None}
         return [k for k in ("depth", "pose", "instances") if active[k] and not have[k]]
 
     def _wait_matched(self) -> tuple[LatestImage | None, list[str]]:
-        """The newest image, once its depth/pose/instances arrived (each topic that has published
-        before), or after node.capture_wait seconds with what matched by then. Without a pose by
+        """The newest image, once its depth/pose/instances arrived (each topic in use), or after node.capture_wait seconds with what matched by then. Without a pose by
         then, the newest image that has one (as automatic capture picks)."""
         with self._lock:
             newest = self._images[-1] if self._images else None

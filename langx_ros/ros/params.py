@@ -41,7 +41,7 @@ class NodeConfig:
     capture_wait: float = param(
         0.5,
         "~/capture_keyframe waits up to this long (s) for the depth, pose and instance messages matching the newest "
-        "image (from each of those topics that has published before), then captures with what matched and says what "
+        "image (from each of those topics that is in use: it has published before or has a publisher now), then captures with what matched and says what "
         "is missing.",
         min=0.0,
         max=10.0,

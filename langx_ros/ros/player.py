@@ -27,9 +27,12 @@ from langx_ros.ros.convert import camera_info_from_intrinsics, matrix_to_pose, n
 
 
 class FramePublisher:
-    """Publishes Frames on image / camera_info / depth / pose / instances under ``prefix``."""
+    """Publishes Frames on image / camera_info / depth / pose under ``prefix``, and on instances
+    when ``instances`` is set (generated scenes). The node waits at capture for a companion topic
+    that has a publisher, so a camera without instance ids must not advertise them."""
 
-    def __init__(self, node: Node, prefix: str = "/camera", world_frame: str = "map", camera_frame: str = "camera_optical_frame"):
+    def __init__(self, node: Node, prefix: str = "/camera", world_frame: str = "map", camera_frame: str = "camera_optical_frame",
+                 instances: bool = False):
         p = prefix.rstrip("/")
         self.node = node
         self.world_frame = world_frame
@@ -37,7 +40,7 @@ class FramePublisher:
         self.image = node.create_publisher(Image, f"{p}/image", qos_profile_sensor_data)
         self.info = node.create_publisher(CameraInfo, f"{p}/camera_info", qos_profile_sensor_data)
         self.depth = node.create_publisher(Image, f"{p}/depth", qos_profile_sensor_data)
-        self.instances = node.create_publisher(Image, f"{p}/instances", qos_profile_sensor_data)
+        self.instances = node.create_publisher(Image, f"{p}/instances", qos_profile_sensor_data) if instances else None
         self.pose = node.create_publisher(PoseStamped, f"{p}/pose", 50)
 
     def connected(self) -> bool:
@@ -56,7 +59,7 @@ class FramePublisher:
         if f.depth is not None:
             mm = np.where(np.isfinite(f.depth), np.clip(np.round(f.depth * 1000), 0, 65535), 0).astype(np.uint16)
             msgs.append((self.depth, numpy_to_image(mm, "16UC1")))
-        if f.instances is not None:
+        if f.instances is not None and self.instances is not None:
             ids = np.where(f.instances < 0, 65535, np.clip(f.instances, 0, 65534)).astype(np.uint16)
             msgs.append((self.instances, numpy_to_image(ids, "16UC1")))
         for pub, m in msgs:
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         frames = list(bag_frames(a.bag, a.image_topic, a.depth_topic, a.info_topic, a.pose_topic))
     rclpy.init(args=ros_args)
     node = rclpy.create_node("langx_play")
-    pub = FramePublisher(node, a.prefix, a.world_frame)
+    pub = FramePublisher(node, a.prefix, a.world_frame, instances=bool(a.synthetic))
     try:
         while True:
             for f in frames:

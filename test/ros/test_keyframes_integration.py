@@ -160,3 +160,33 @@ def test_capture_waits_for_late_depth_then_names_what_is_missing(start_node):
     assert res.success and "depth: no" in res.message and "no matching depth within 2 s" in res.message, res.message
     assert spin_until(s.executor, lambda: cam.status and cam.status[-1].num_keyframes == 3, 10)
     assert proc.alive()
+
+
+def test_first_capture_waits_for_a_connected_depth_publisher(start_node):
+    """Before any depth has arrived, a capture still waits for the newest image's depth when a
+    depth publisher is connected (the first image can overtake its depth on another topic)."""
+    proc, s = start_node("-p", "node.capture_wait:=2.0")
+    cam = Camera(s)
+    assert spin_until(s.executor, lambda: cam.depth.get_subscription_count() > 0, 10)
+    T = look_at(np.array([2.0, 0, 1.0]), np.zeros(3))
+    depths = []
+    for _ in range(100):  # images, never their depth, until the node has one (camera_info first)
+        ps, info, img, d = cam.stamped(T)
+        cam.pose.publish(ps)
+        cam.info.publish(info)
+        cam.img.publish(img)
+        depths.append(d)
+        if spin_until(s.executor, lambda: cam.status and cam.status[-1].images_accepted > 0, 0.1):
+            break
+    spin_until(s.executor, lambda: False, 0.3)
+    client = s.node.create_client(Trigger, "/langx_node/capture_keyframe")
+    assert client.wait_for_service(timeout_sec=10)
+    fut = client.call_async(Trigger.Request())
+    spin_until(s.executor, lambda: False, 0.5)
+    assert not fut.done(), fut.result().message  # waiting for a depth that has never come on any image
+    for d in depths[-5:]:  # the newest image's depth is among these
+        cam.depth.publish(d)
+    assert spin_until(s.executor, fut.done, 10)
+    res = fut.result()
+    assert res.success and "depth: yes" in res.message and "no matching" not in res.message, res.message
+    assert proc.alive()

@@ -32,22 +32,22 @@ def _args(iterations=150, oracle=True):
 
 def _capture_scene(s):
     client = LangxClient(s)
-    pub = FramePublisher(s.node, "/camera")
+    pub = FramePublisher(s.node, "/camera", instances=True)
     assert client.wait(lambda: pub.connected() and pub.pose.get_subscription_count() > 0, 30)
     for attempt in range(3):
-        complete = True
+        ids = []
         for f in SCENE.frames:
             res = client.publish_and_capture(lambda: pub.publish(f), attempts=20)
             assert res.success, res.message
             if "depth: yes" not in res.message or "instances: yes" not in res.message:  # lost (a loaded machine): start over
-                complete = False
-                assert client.clear().success
+                assert client.clear().success  # keyframe ids are never reused: the next ones are new
                 break
-        if complete:
+            ids.append(res.message.split()[1])
+        if len(ids) == len(SCENE.frames):
             break
-    assert complete, "no keyframe with depth in 3 attempts"
+    assert len(ids) == len(SCENE.frames), "no keyframe with depth in 3 attempts"
     assert client.wait(lambda: client.status and client.status[-1].num_keyframes == 3, 10)
-    return pub, client.status
+    return ids
 
 
 def _reconstruct(s, iterations=0, cancel_after_feedback=False):
@@ -62,7 +62,7 @@ def _reconstruct(s, iterations=0, cancel_after_feedback=False):
     return client.result(handle, 300), feedback
 
 
-def _query(s, queries, view="kf-000000", masks=True):
+def _query(s, queries, view, masks=True):
     return LangxClient(s).query(queries, view=view, masks=masks)
 
 
@@ -76,7 +76,7 @@ def test_capture_reconstruct_query_save_load(start_node):
     s.node.create_subscription(PointCloud2, "/langx_node/query/cloud", clouds.append, 10)
     s.node.create_subscription(PointCloud2, "/langx_node/field/cloud", field_clouds.append, LATCHED)
     s.node.create_subscription(Image, "/langx_node/query/relevancy", rel_imgs.append, 10)
-    _capture_scene(s)
+    view = _capture_scene(s)[0]
 
     result, feedback = _reconstruct(s)
     assert result.success, result.message
@@ -88,7 +88,7 @@ def test_capture_reconstruct_query_save_load(start_node):
     assert [f.progress for f in feedback] == sorted(f.progress for f in feedback)
     assert spin_until(s.executor, lambda: bool(field_clouds), 10) and field_clouds[-1].header.frame_id == "map"
 
-    res = _query(s, ["couch", "zebra"])
+    res = _query(s, ["couch", "zebra"], view)
     assert res.success, res.message
     couch, zebra = res.matches
     assert couch.found and not zebra.found and "oracle-feature protocol" in res.provenance
@@ -112,24 +112,24 @@ def test_capture_reconstruct_query_save_load(start_node):
     assert not client.load("missing").success
     r = client.load("lounge-1")
     assert r.success, r.message
-    assert _query(s, ["sofa"]).matches[0].found
+    assert _query(s, ["sofa"], view).matches[0].found
     assert proc.alive()
 
 
 def test_cancel_and_bad_requests(start_node):
     proc, s = start_node(*_args(iterations=100000))
-    res = _query(s, ["chair"])
+    res = _query(s, ["chair"], "latest")
     assert not res.success and res.message.startswith("no field yet")
     result, _ = _reconstruct(s)  # no keyframes yet
     assert not result.success and "at least 2 keyframes" in result.message
-    _capture_scene(s)
+    view = _capture_scene(s)[0]
     client = LangxClient(s)
     msg = client.reconstruct(Reconstruct.Goal(use_trimap=True), timeout=60).message
     assert "TriMap" in msg and "model_index.json" in msg, msg  # no TriMap weights here: says what is missing
 
     result, feedback = _reconstruct(s, cancel_after_feedback=True)
     assert not result.success and "cancelled" in result.message
-    res = _query(s, ["chair"])  # still alive; there never was a field
+    res = _query(s, ["chair"], view)  # still alive; there never was a field
     assert not res.success and res.message.startswith("no field yet")
     res = _query(s, ["chair"], view="kf-999")
     assert not res.success
@@ -148,11 +148,11 @@ def test_clip_path_with_random_weights_says_so(start_node, tmp_path):
     s.close()
     proc.stop()
     proc, s = start_node(*common, "-p", "models.allow_random_weights:=true")
-    _capture_scene(s)
+    view = _capture_scene(s)[0]
     result, _ = _reconstruct(s)
     assert result.success, result.message
     assert "RANDOM WEIGHTS" in result.provenance and "superpixel fallback" in result.provenance
-    res = _query(s, ["sofa"])
+    res = _query(s, ["sofa"], view)
     assert res.success and "RANDOM WEIGHTS" in res.provenance
 
 
@@ -167,7 +167,7 @@ def test_reconstruct_with_trimap_tiny_random_model(start_node, tmp_path):
     proc, s = start_node(*_args(iterations=40), "-p", f"models.model_dir:={tmp_path / 'models'}",
                          "-p", "trimap.model_subdir:=trimap-RANDOM-tiny", "-p", "trimap.width:=16",
                          "-p", "trimap.height:=16", "-p", "trimap.num_frames:=9", "-p", "trimap.steps:=2")
-    _capture_scene(s)
+    view = _capture_scene(s)[0]
     client = LangxClient(s)
     feedback = []
     handle = client.send_reconstruct(Reconstruct.Goal(use_trimap=True, iterations=40, keep_previous_on_failure=True), feedback.append)
@@ -179,4 +179,4 @@ def test_reconstruct_with_trimap_tiny_random_model(start_node, tmp_path):
     assert spin_until(s.executor, lambda: {f.stage for f in feedback} >= set(result.stage_names), 10), [f.stage for f in feedback]
     assert [f.progress for f in feedback] == sorted(f.progress for f in feedback)
     assert "trimap-RANDOM-tiny" in result.provenance and "14 generated views" in result.provenance
-    assert _query(s, ["couch"]).success and proc.alive()
+    assert _query(s, ["couch"], view).success and proc.alive()
