@@ -110,6 +110,12 @@ class KeyframeStore:
     def __len__(self) -> int:
         return len(self.frames)
 
+    def holding(self, stamp: float, source: str) -> str | None:
+        """The id of the keyframe stored from the image of ``stamp`` (> 0) and ``source``, if any."""
+        if stamp <= 0:
+            return None
+        return next((k for k, old in self.frames.items() if old.stamp == stamp and self._sources.get(k) == source), None)
+
     def add(self, frame: Frame, source: str = "") -> str:
         """Store a validated copy of ``frame`` under a new id; returns the id.
 
@@ -119,9 +125,9 @@ class KeyframeStore:
 
         f = validate_frame(frame)
         src = source or f.frame_id
-        for kid_, old in self.frames.items():
-            if f.stamp > 0 and old.stamp == f.stamp and self._sources.get(kid_) == src:
-                raise FrameError(f"this image (stamp {f.stamp:.6f}) is keyframe {kid_} already; wait for a newer image")
+        held = self.holding(f.stamp, src)
+        if held is not None:
+            raise FrameError(f"this image (stamp {f.stamp:.6f}) is keyframe {held} already; wait for a newer image")
         kid = f"kf-{self._next:06d}"
         self._next += 1
         tmp = Path(tempfile.mkdtemp(prefix=f".{kid}.", dir=self.root))

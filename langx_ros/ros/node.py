@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import traceback
+from typing import Callable
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -354,17 +355,19 @@ class LangxNode(Node):
         pose = p[1] if p is not None else self._tf_pose(img.frame_id, img.stamp)
         return LatestImage(img.rgb, img.camera, img.stamp, img.frame_id, depth, pose, instances)
 
-    def _latest_matched(self) -> LatestImage | None:
-        """The newest recent image that has a camera pose (else the newest image), matched."""
+    def _newest_matched(self, accept: Callable[[LatestImage], bool]) -> LatestImage | None:
+        """The newest recent image that ``accept``s once matched, or None."""
         with self._lock:
             recent = list(self._images)
-        newest = None
         for img in reversed(recent):
             m = self._matched(img)
-            if m.pose is not None:
+            if accept(m):
                 return m
-            newest = newest or m
-        return newest
+        return None
+
+    def _latest_matched(self) -> LatestImage | None:
+        """The newest recent image that has a camera pose (else the newest image), matched."""
+        return self._newest_matched(lambda m: m.pose is not None) or self._newest_matched(lambda m: True)
 
     def _maybe_auto_capture(self) -> None:
         if not self.cfg.keyframes.auto_capture:
@@ -439,13 +442,17 @@ class LangxNode(Node):
         have = {"depth": m.depth is not None, "pose": m.pose is not None, "instances": m.instances is not None}
         return [k for k in ("depth", "pose", "instances") if active[k] and not have[k]]
 
-    def _wait_matched(self) -> tuple[LatestImage | None, list[str]]:
-        """The newest image, once its depth/pose/instances arrived (each topic in use), or after node.capture_wait seconds with what matched by then. Without a pose by
-        then, the newest image that has one (as automatic capture picks)."""
+    def _wait_matched(self) -> tuple[LatestImage | None, list[str], str]:
+        """The image to capture, what it lacks and a note on the choice.
+
+        The newest image, once its depth/pose/instances arrived (each topic in use). When they do
+        not within node.capture_wait seconds, the newest recent image that has them all and is not
+        a keyframe yet (depth that comes at a lower rate or is dropped on the way); else the newest
+        image with what matched; without a pose, the newest image that has one."""
         with self._lock:
             newest = self._images[-1] if self._images else None
         if newest is None:
-            return None, []
+            return None, [], ""
         deadline = time.monotonic() + self.node_cfg.capture_wait
         while True:
             m = self._matched(newest)
@@ -453,13 +460,25 @@ class LangxNode(Node):
             if not missing or time.monotonic() >= deadline:
                 break
             time.sleep(0.01)
+        if not missing:
+            return m, [], ""
+        wait = self.node_cfg.capture_wait
+        complete = self._newest_matched(lambda c: not self._missing(c) and not self._stored(c))
+        if complete is not None:
+            age = _seconds(newest.stamp) - _seconds(complete.stamp)
+            return complete, [], f"the newest image had no matching {', '.join(missing)} within {wait:g} s: took one {age:.3f} s older"
         if m.pose is None:
             m = self._latest_matched() or m
             missing = self._missing(m)
-        return m, missing
+        return m, missing, f"no matching {', '.join(missing)} within {wait:g} s" if missing else ""
+
+    def _stored(self, m: LatestImage) -> bool:
+        """Whether ``m`` is a keyframe already."""
+        with self._lock:
+            return self._keyframes.holding(_seconds(m.stamp), m.frame_id) is not None
 
     def _on_capture(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        latest, missing = self._wait_matched()
+        latest, missing, note = self._wait_matched()
         if latest is None:
             response.success, response.message = False, "no valid image received yet"
             return response
@@ -472,8 +491,8 @@ class LangxNode(Node):
         parts = [f"depth: {'yes' if latest.depth is not None else 'no'}"]
         if latest.instances is not None:
             parts.append("instances: yes")
-        if missing:
-            parts.append(f"no matching {', '.join(missing)} within {self.node_cfg.capture_wait:g} s")
+        if note:
+            parts.append(note)
         response.message = f"captured {kid} ({'; '.join(parts)}); {len(self._keyframes)} keyframes"
         return response
 

@@ -41,8 +41,8 @@ class NodeConfig:
     capture_wait: float = param(
         0.5,
         "~/capture_keyframe waits up to this long (s) for the depth, pose and instance messages matching the newest "
-        "image (from each of those topics that is in use: it has published before or has a publisher now), then captures with what matched and says what "
-        "is missing.",
+        "image (from each of those topics that is in use: it has published before or has a publisher now), then captures; failing that, it takes the newest "
+        "recent image that has them and is no keyframe yet, else the newest image with what matched, and says so.",
         min=0.0,
         max=10.0,
     )

@@ -117,7 +117,8 @@ def test_bad_pose_and_depth_are_rejected_and_node_survives(start_node):
 
 def test_capture_waits_for_late_depth_then_names_what_is_missing(start_node):
     """~/capture_keyframe waits (node.capture_wait) for the depth of the newest image when the
-    depth topic has published before; a depth that never comes is named in the answer."""
+    depth topic has published before. When it never comes, a recent image that has its depth and is
+    no keyframe yet is taken, and the answer says so; without one, the missing depth is named."""
     proc, s = start_node("-p", "node.capture_wait:=2.0")
     cam = Camera(s)
     T = look_at(np.array([2.0, 0, 1.0]), np.zeros(3))
@@ -150,15 +151,22 @@ def test_capture_waits_for_late_depth_then_names_what_is_missing(start_node):
     res = fut.result()
     assert res.success and "depth: yes" in res.message and "no matching" not in res.message, res.message
 
-    for _ in range(5):
-        image_without_depth()  # its depth never comes
-        fut = client.call_async(Trigger.Request())  # (not call(): it would ask again while the node waits)
-        assert spin_until(s.executor, fut.done, 15)
-        res = fut.result()
-        if "already" not in res.message:
-            break
+    # the newest image's depth never comes, a recent complete image that is no keyframe yet is taken instead
+    cam.send(T, times=1)
+    image_without_depth()
+    fut = client.call_async(Trigger.Request())
+    assert spin_until(s.executor, fut.done, 15)
+    res = fut.result()
+    assert res.success and "depth: yes" in res.message and "the newest image had no matching depth within 2 s: took one" in res.message, \
+        res.message
+
+    for _ in range(12):  # more than the node keeps: no recent image has its depth
+        image_without_depth()
+    fut = client.call_async(Trigger.Request())  # (not call(): it would ask again while the node waits)
+    assert spin_until(s.executor, fut.done, 15)
+    res = fut.result()
     assert res.success and "depth: no" in res.message and "no matching depth within 2 s" in res.message, res.message
-    assert spin_until(s.executor, lambda: cam.status and cam.status[-1].num_keyframes == 3, 10)
+    assert spin_until(s.executor, lambda: cam.status and cam.status[-1].num_keyframes == 4, 10)
     assert proc.alive()
 
 

@@ -39,7 +39,8 @@ def _capture_scene(s):
         for f in SCENE.frames:
             res = client.publish_and_capture(lambda: pub.publish(f), attempts=20)
             assert res.success, res.message
-            if "depth: yes" not in res.message or "instances: yes" not in res.message:  # lost (a loaded machine): start over
+            # its depth or ids lost (a loaded machine), or an older image of another view taken instead: start over
+            if "depth: yes" not in res.message or "instances: yes" not in res.message or "older" in res.message:
                 assert client.clear().success  # keyframe ids are never reused: the next ones are new
                 break
             ids.append(res.message.split()[1])
