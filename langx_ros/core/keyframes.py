@@ -24,6 +24,18 @@ from langx_ros.core.config_fields import param
 from langx_ros.core.frames import Frame, FrameError, validate_frame
 
 _ID_RE = re.compile(r"^kf-(\d{6})$")
+
+
+def _held_message(stamp: float, kid: str) -> str:
+    return f"this image (stamp {stamp:.6f}) is keyframe {kid} already"
+
+
+def held_keyframe(message: str, stamp: float) -> str | None:
+    """The keyframe id named by a refusal (see KeyframeStore.add) of the image of ``stamp`` as
+    stored already, or None: a client whose capture request was repeated learns that the first
+    one stored its image."""
+    m = re.search(re.escape(_held_message(stamp, "@")).replace("@", r"(kf-\d{6})"), message)
+    return m.group(1) if m else None
 NO_INSTANCE = 65535  # instances.png value for "no instance"
 
 
@@ -127,7 +139,7 @@ class KeyframeStore:
         src = source or f.frame_id
         held = self.holding(f.stamp, src)
         if held is not None:
-            raise FrameError(f"this image (stamp {f.stamp:.6f}) is keyframe {held} already; wait for a newer image")
+            raise FrameError(f"{_held_message(f.stamp, held)}; wait for a newer image")
         kid = f"kf-{self._next:06d}"
         self._next += 1
         tmp = Path(tempfile.mkdtemp(prefix=f".{kid}.", dir=self.root))

@@ -9,15 +9,18 @@ from langx_interfaces.srv import FieldFile, QueryObjects
 from rclpy.action import ActionClient
 from std_srvs.srv import Trigger
 
+from langx_ros.core.keyframes import held_keyframe
 from langx_ros.ros.node import LATCHED
 from langx_ros.ros.process import RosSession, call, spin_until
 
 
 class LangxClient:
-    """Talks to a langx_node named ``node`` (e.g. "/langx_node") through a RosSession."""
+    """Talks to a langx_node named ``node`` (e.g. "/langx_node") through a RosSession. A service
+    request unanswered after ``resend_after`` seconds is sent again (see ``process.call``)."""
 
-    def __init__(self, session: RosSession, node: str = "/langx_node"):
+    def __init__(self, session: RosSession, node: str = "/langx_node", resend_after: float = 3.0):
         self.s = session
+        self.resend_after = resend_after
         n = session.node
         self.status: list[NodeStatus] = []
         n.create_subscription(NodeStatus, f"{node}/status", self.status.append, LATCHED)
@@ -32,15 +35,23 @@ class LangxClient:
         return spin_until(self.s.executor, predicate, timeout)
 
     def capture(self) -> Trigger.Response:
-        return call(self.s.executor, self._capture, Trigger.Request())
+        return call(self.s.executor, self._capture, Trigger.Request(), attempt=self.resend_after)
 
-    def publish_and_capture(self, publish: Callable[[], None], attempts: int, settle: float = 0.1) -> Trigger.Response:
-        """Publish a frame (``publish``), give the node ``settle`` seconds, ask for a keyframe;
-        repeat until a capture succeeds or ``attempts`` run out. Returns the last response."""
+    def publish_and_capture(self, publish: Callable[[], float | None], attempts: int, settle: float = 0.1) -> Trigger.Response:
+        """Publish a frame (``publish``, which returns its stamp in seconds, or None), give the node
+        ``settle`` seconds, ask for a keyframe; repeat until a capture succeeds or ``attempts`` run
+        out. Returns the last response.
+
+        A capture whose answer came late was asked again; the repeat is refused because the first
+        request stored the image. For the frame just published that counts as success (not as a
+        reason to publish and capture it once more)."""
         for _ in range(attempts):
-            publish()
+            stamp = publish()
             self.wait(lambda: False, settle)
             res = self.capture()
+            held = held_keyframe(res.message, stamp) if not res.success and stamp is not None else None
+            if held is not None:
+                res = Trigger.Response(success=True, message=f"captured {held} (the answer came late: a repeated request found it stored)")
             if res.success:
                 break
         return res

@@ -36,6 +36,11 @@ COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 
 
+def stamp_seconds(stamp) -> float:
+    """builtin_interfaces/Time -> seconds (the one conversion used wherever stamps are compared)."""
+    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
+
+
 def image_to_numpy(msg: Image, max_pixels: int = 0) -> np.ndarray:
     """The pixels of ``msg`` as an (H, W) or (H, W, C) array in native byte order (a copy).
 

@@ -31,10 +31,10 @@ import sys
 import threading
 import time
 import traceback
-from typing import Callable
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import rclpy
@@ -74,6 +74,7 @@ from langx_ros.ros.convert import (
     intrinsics_from_camera_info,
     pose_to_matrix,
     rgb_from_image,
+    stamp_seconds,
 )
 from langx_ros.ros.params import build_configs, declare_parameters, unknown_overrides
 from langx_ros.ros.throttle import ThrottledWarnings
@@ -117,8 +118,8 @@ class LatestImage:
     instances: np.ndarray | None = None  # (H, W) int64 ids (generated scenes only)
 
     def to_frame(self) -> Frame:
-        return Frame(f"{self.frame_id}@{_seconds(self.stamp):.3f}", self.rgb, self.camera.K, self.pose, self.depth,
-                     _seconds(self.stamp), self.instances)
+        return Frame(f"{self.frame_id}@{stamp_seconds(self.stamp):.3f}", self.rgb, self.camera.K, self.pose, self.depth,
+                     stamp_seconds(self.stamp), self.instances)
 
 
 @dataclass
@@ -160,10 +161,6 @@ class Progress:
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def _seconds(stamp) -> float:
-    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
 
 
 def _nearest(buffer: deque, t: float, tolerance: float):
@@ -343,7 +340,7 @@ class LangxNode(Node):
     def _matched(self, img: LatestImage) -> LatestImage:
         """``img`` with the depth, pose and instance ids whose stamps are nearest (within
         node.sync_tolerance), looked up now: arrival order of the topics does not matter."""
-        t = _seconds(img.stamp)
+        t = stamp_seconds(img.stamp)
         tol = self.node_cfg.sync_tolerance
         with self._lock:
             d = _nearest(self._depths, t, tol)
@@ -373,10 +370,10 @@ class LangxNode(Node):
         if not self.cfg.keyframes.auto_capture:
             return
         m = self._latest_matched()
-        if m is None or m.pose is None or _seconds(m.stamp) <= self._last_auto_stamp:
+        if m is None or m.pose is None or stamp_seconds(m.stamp) <= self._last_auto_stamp:
             return
         if should_capture(self._keyframes.last_pose(), m.pose, self.cfg.keyframes):
-            self._last_auto_stamp = _seconds(m.stamp)
+            self._last_auto_stamp = stamp_seconds(m.stamp)
             try:
                 self._capture(m)
             except (FrameError, OSError) as exc:
@@ -393,7 +390,7 @@ class LangxNode(Node):
             self._reject("depth", str(exc))
             return
         with self._lock:
-            self._depths.append((_seconds(msg.header.stamp), depth))
+            self._depths.append((stamp_seconds(msg.header.stamp), depth))
 
     def _on_instances(self, msg: Image) -> None:
         try:
@@ -406,7 +403,7 @@ class LangxNode(Node):
         ids = raw.astype(np.int64)
         ids[raw == 65535] = -1
         with self._lock:
-            self._instances.append((_seconds(msg.header.stamp), ids))
+            self._instances.append((stamp_seconds(msg.header.stamp), ids))
 
     def _on_pose(self, msg: PoseStamped) -> None:
         try:
@@ -417,7 +414,7 @@ class LangxNode(Node):
             self._reject("pose", str(exc))
             return
         with self._lock:
-            self._poses.append((_seconds(msg.header.stamp), T))
+            self._poses.append((stamp_seconds(msg.header.stamp), T))
         self._maybe_auto_capture()
 
     # ---- keyframes ----------------------------------------------------------------------------
@@ -465,7 +462,7 @@ class LangxNode(Node):
         wait = self.node_cfg.capture_wait
         complete = self._newest_matched(lambda c: not self._missing(c) and not self._stored(c))
         if complete is not None:
-            age = _seconds(newest.stamp) - _seconds(complete.stamp)
+            age = stamp_seconds(newest.stamp) - stamp_seconds(complete.stamp)
             return complete, [], f"the newest image had no matching {', '.join(missing)} within {wait:g} s: took one {age:.3f} s older"
         if m.pose is None:
             m = self._latest_matched() or m
@@ -475,7 +472,7 @@ class LangxNode(Node):
     def _stored(self, m: LatestImage) -> bool:
         """Whether ``m`` is a keyframe already."""
         with self._lock:
-            return self._keyframes.holding(_seconds(m.stamp), m.frame_id) is not None
+            return self._keyframes.holding(stamp_seconds(m.stamp), m.frame_id) is not None
 
     def _on_capture(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         latest, missing, note = self._wait_matched()

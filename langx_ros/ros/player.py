@@ -23,7 +23,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 from langx_ros.core.frames import Frame
-from langx_ros.ros.convert import camera_info_from_intrinsics, matrix_to_pose, numpy_to_image
+from langx_ros.ros.convert import camera_info_from_intrinsics, matrix_to_pose, numpy_to_image, stamp_seconds
 
 
 class FramePublisher:
@@ -46,7 +46,8 @@ class FramePublisher:
     def connected(self) -> bool:
         return self.image.get_subscription_count() > 0
 
-    def publish(self, f: Frame) -> None:
+    def publish(self, f: Frame) -> float:
+        """Publish ``f`` stamped now; returns that stamp in seconds."""
         stamp = self.node.get_clock().now().to_msg()
         msgs = []
         info = camera_info_from_intrinsics(f.K, f.width, f.height)
@@ -66,6 +67,7 @@ class FramePublisher:
             pub.publish(self._stamped(m, stamp, self.camera_frame))
         # the image last: the node matches depth/pose/instances already received to it
         self.image.publish(self._stamped(numpy_to_image(f.rgb, "rgb8"), stamp, self.camera_frame))
+        return stamp_seconds(stamp)
 
     @staticmethod
     def _stamped(msg, stamp, frame_id):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from langx_ros.core.frames import Frame, FrameError
-from langx_ros.core.keyframes import KeyframeConfig, KeyframeStore, should_capture
+from langx_ros.core.keyframes import KeyframeConfig, KeyframeStore, held_keyframe, should_capture
 from langx_ros.core.synthetic import look_at
 
 K = np.array([[50.0, 0, 16], [0, 50.0, 12], [0, 0, 1]])
@@ -78,8 +78,12 @@ def test_invalid_frames_are_not_stored_and_corrupt_folders_are_reported(tmp_path
 def test_the_same_image_is_not_stored_twice(tmp_path):
     store = KeyframeStore(tmp_path, max_keyframes=4)
     store.add(_frame(0), source="cam")
-    with pytest.raises(FrameError, match="is keyframe kf-000000 already"):
+    with pytest.raises(FrameError, match="is keyframe kf-000000 already") as refused:
         store.add(_frame(0), source="cam")
+    # a client that asked twice reads from the refusal that its image is stored, and under which id
+    assert held_keyframe(f"not captured: {refused.value}", _frame(0).stamp) == "kf-000000"
+    assert held_keyframe(str(refused.value), _frame(0).stamp + 1e-3) is None  # another image
+    assert store.holding(_frame(0).stamp, "cam") == "kf-000000" and store.holding(_frame(0).stamp, "other_cam") is None
     with pytest.raises(FrameError, match="already"):  # also after a restart
         KeyframeStore(tmp_path, max_keyframes=4).add(_frame(0), source="cam")
     assert store.add(_frame(0), source="other_cam") == "kf-000001"  # another camera, same stamp: a new image

@@ -198,3 +198,25 @@ def test_first_capture_waits_for_a_connected_depth_publisher(start_node):
     res = fut.result()
     assert res.success and "depth: yes" in res.message and "no matching" not in res.message, res.message
     assert proc.alive()
+
+
+def test_a_repeated_capture_request_stores_the_frame_once(start_node, tmp_path):
+    """A capture whose answer is late is asked again (here after 1 ms); the repeats are refused as
+    the image is a keyframe already, and publish_and_capture counts that as success for the frame
+    it just published instead of publishing and capturing it once more."""
+    from langx_ros.core.synthetic import make_scene
+    from langx_ros.ros.client import LangxClient
+    from langx_ros.ros.player import FramePublisher
+
+    kf_dir = tmp_path / "kf"
+    proc, s = start_node("-p", "node.capture_wait:=1.0", keyframes=kf_dir)
+    client = LangxClient(s, resend_after=0.001)
+    pub = FramePublisher(s.node, "")
+    assert client.wait(lambda: pub.connected() and pub.pose.get_subscription_count() > 0 and bool(client.status), 30)
+    frame = make_scene(2, 64, 48).frames[0]
+    res = client.publish_and_capture(lambda: pub.publish(frame), attempts=20)
+    assert res.success, res.message
+    client.wait(lambda: False, 2.0)  # the repeated requests are all answered by now
+    assert client.wait(lambda: client.status[-1].num_keyframes == 1, 10), client.status[-1].num_keyframes
+    assert len([p for p in kf_dir.iterdir() if p.name.startswith("kf-")]) == 1
+    assert proc.alive()
