@@ -24,6 +24,7 @@ from langx_ros.core.config_fields import param
 from langx_ros.core.frames import Frame, FrameError, validate_frame
 
 _ID_RE = re.compile(r"^kf-(\d{6})$")
+NO_INSTANCE = 65535  # instances.png value for "no instance"
 
 
 def _held_message(stamp: float, kid: str) -> str:
@@ -36,7 +37,6 @@ def held_keyframe(message: str, stamp: float) -> str | None:
     one stored its image."""
     m = re.search(re.escape(_held_message(stamp, "@")).replace("@", r"(kf-\d{6})"), message)
     return m.group(1) if m else None
-NO_INSTANCE = 65535  # instances.png value for "no instance"
 
 
 @dataclass

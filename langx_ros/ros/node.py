@@ -435,9 +435,8 @@ class LangxNode(Node):
         now) but have no message matching ``m``."""
         with self._lock:
             seen = {"depth": bool(self._depths), "pose": bool(self._poses), "instances": bool(self._instances)}
-        active = {k: seen[k] or sub.get_publisher_count() > 0 for k, sub in self._companions.items()}
-        have = {"depth": m.depth is not None, "pose": m.pose is not None, "instances": m.instances is not None}
-        return [k for k in ("depth", "pose", "instances") if active[k] and not have[k]]
+        return [k for k, sub in self._companions.items()  # keys name LatestImage's fields
+                if getattr(m, k) is None and (seen[k] or sub.get_publisher_count() > 0)]
 
     def _wait_matched(self) -> tuple[LatestImage | None, list[str], str]:
         """The image to capture, what it lacks and a note on the choice.
@@ -450,7 +449,8 @@ class LangxNode(Node):
             newest = self._images[-1] if self._images else None
         if newest is None:
             return None, [], ""
-        deadline = time.monotonic() + self.node_cfg.capture_wait
+        wait = self.node_cfg.capture_wait
+        deadline = time.monotonic() + wait
         while True:
             m = self._matched(newest)
             missing = self._missing(m)
@@ -459,7 +459,6 @@ class LangxNode(Node):
             time.sleep(0.01)
         if not missing:
             return m, [], ""
-        wait = self.node_cfg.capture_wait
         complete = self._newest_matched(lambda c: not self._missing(c) and not self._stored(c))
         if complete is not None:
             age = stamp_seconds(newest.stamp) - stamp_seconds(complete.stamp)

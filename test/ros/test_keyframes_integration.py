@@ -55,6 +55,15 @@ class Camera:
             self.img.publish(img)
             spin_until(self.session.executor, lambda: False, 0.05)
 
+    def send_holding_depth(self, T, depth=None, settle=0.3):
+        """Publish a posed image but not its depth, give the node ``settle`` s; returns the depth message."""
+        ps, info, img, d = self.stamped(T, depth)
+        self.pose.publish(ps)
+        self.info.publish(info)
+        self.img.publish(img)
+        spin_until(self.session.executor, lambda: False, settle)
+        return d
+
 
 def _trigger(session, name):
     client = session.node.create_client(Trigger, f"/langx_node/{name}")
@@ -129,13 +138,7 @@ def test_capture_waits_for_late_depth_then_names_what_is_missing(start_node):
     assert call(s.executor, client, Trigger.Request()).success  # also matches this client's response channel
 
     def image_without_depth():
-        """Publish a new posed image (not its depth) and give the node time to take it in."""
-        ps, info, img, d = cam.stamped(T, np.full((48, 64), 2000, np.uint16))
-        cam.pose.publish(ps)
-        cam.info.publish(info)
-        cam.img.publish(img)
-        spin_until(s.executor, lambda: False, 0.3)
-        return d
+        return cam.send_holding_depth(T, np.full((48, 64), 2000, np.uint16))
 
     for _ in range(5):  # a loaded machine may deliver the image after the request: then try again
         d = image_without_depth()
@@ -179,11 +182,7 @@ def test_first_capture_waits_for_a_connected_depth_publisher(start_node):
     T = look_at(np.array([2.0, 0, 1.0]), np.zeros(3))
     depths = []
     for _ in range(100):  # images, never their depth, until the node has one (camera_info first)
-        ps, info, img, d = cam.stamped(T)
-        cam.pose.publish(ps)
-        cam.info.publish(info)
-        cam.img.publish(img)
-        depths.append(d)
+        depths.append(cam.send_holding_depth(T, settle=0.0))
         if spin_until(s.executor, lambda: cam.status and cam.status[-1].images_accepted > 0, 0.1):
             break
     spin_until(s.executor, lambda: False, 0.3)
