@@ -2,7 +2,9 @@
 
     langx-eval --labels label/<scene> --pred DIR [--out results.json]
         DIR/<frame>/<category>.png   predicted mask (non-zero = object), one per labelled category
-        DIR/<frame>/peaks.json       {"<category>": [row, col], ...} localisation peaks
+        DIR/<frame>/peaks.json       {"<category>": [row, col] or [[row, col], ...], ...} localisation points:
+                                     the peak, or every pixel tying for the filtered maximum (a category
+                                     is localised when any of them lies in any of its boxes)
     langx-eval --labels label/<scene> --field FIELD --cameras DIR [--params YAML] [--out ...]
         renders a saved field at each labelled frame's camera (DIR/<frame>.pose.txt + DIR/camera-intrinsics.txt,
         intrinsics at label resolution) and queries every category with the configured text encoder.
@@ -32,8 +34,19 @@ def predictions_from_dir(pred: Path, labels) -> dict:
             p = d / f"{cat}.png"
             if p.is_file():
                 m = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-                out.setdefault(lf.name, {})[cat] = Prediction(m > 0, tuple(peaks.get(cat, (-1, -1))))
+                out.setdefault(lf.name, {})[cat] = prediction_from_points(m > 0, peaks.get(cat))
     return out
+
+
+def prediction_from_points(mask: np.ndarray, points) -> Prediction:
+    """A Prediction from a peaks.json entry: ``[row, col]``, ``[[row, col], ...]`` or None (a miss)."""
+    if points is None or len(points) == 0:
+        return Prediction(mask, (-1, -1))
+    pts = np.asarray(points, np.float64)
+    if pts.ndim == 1:
+        return Prediction(mask, (int(pts[0]), int(pts[1])))
+    pts = pts.reshape(-1, 2)
+    return Prediction(mask, (int(pts[0, 0]), int(pts[0, 1])), pts.astype(np.int64))
 
 
 def predictions_from_field(field_dir: Path, cameras: Path, params: Path, labels, allow_random: bool) -> tuple[dict, str]:
@@ -58,7 +71,8 @@ def predictions_from_field(field_dir: Path, cameras: Path, params: Path, labels,
         cats = lf.categories
         maps = query_2d(field, cats, torch.tensor(np.linalg.inv(pose), dtype=torch.float32), K, lf.width, lf.height,
                         torch.as_tensor(clip.encode(cats)), canon, cfg.query)
-        out[lf.name] = {m.query: Prediction(m.mask, m.peak) for m in maps}
+        # every candidate once Map2D carries them (the official rule), the single peak before
+        out[lf.name] = {m.query: Prediction(m.mask, m.peak, getattr(m, "candidates", None)) for m in maps}
     return out, f"field: {field.provenance_text()}; text: {clip.provenance}"
 
 

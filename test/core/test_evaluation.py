@@ -75,3 +75,68 @@ def test_localisation_box_edges_count():
 def test_size_mismatch_is_an_error(labels):
     with pytest.raises(ValueError, match="predicted mask"):
         evaluate(labels[:1], {"frame_00001": {"cup": Prediction(np.zeros((2, 2), bool), (0, 0))}})
+
+
+def test_polygon_vertices_are_truncated_not_rounded(tmp_path):
+    """The official polygon_to_mask casts the vertices with np.int32: 3.4 -> 3, 0.6 -> 0."""
+    d = tmp_path / "label" / "s"
+    _write(d, "frame_00001", [{"category": "box", "bbox": [[0.6, 0.6], [3.4, 3.4]], "segmentation": _rect(0.6, 0.6, 3.4, 3.4)}])
+    (lf,) = load_label_dir(d)
+    m = lf.mask("box")
+    assert m.sum() == 16 and m[:4, :4].all()  # vertices 0..3; rounding would fill 1..3 (9 pixels)
+    assert lf.boxes("box") == [(0.6, 0.6, 3.4, 3.4)]  # nested [[x1, y1], [x2, y2]] accepted
+
+
+def test_degenerate_polygons_are_drawn_as_cv2_does(tmp_path):
+    d = tmp_path / "label" / "s"
+    _write(d, "frame_00001", [{"category": "line", "bbox": [1, 1, 5, 1], "segmentation": [[1, 1], [5, 1]]}])
+    (lf,) = load_label_dir(d)
+    assert lf.mask("line").sum() == 5  # fillPoly draws the 2-point outline
+
+
+def test_localisation_counts_once_per_category_with_every_candidate(labels):
+    """Official rule: a category is localised when any candidate is in any of its boxes, and
+    counts once however many boxes are hit; accuracy is over (frame, category) pairs (3 here),
+    not boxes (4)."""
+    f1, f2 = labels
+    empty = np.zeros((8, 10), bool)
+    both_cups = np.array([[1, 1], [5, 7]])  # (row, col): one candidate in each cup box
+    preds = {
+        "frame_00001": {"cup": Prediction(empty, (1, 1), both_cups),
+                        "plate": Prediction(empty, (0, 9), np.array([[0, 9], [0, 0]]))},  # both outside the plate box
+        "frame_00002": {"cup": Prediction(empty, (0, 0), np.array([[0, 0], [4, 5]]))},  # the second tie hits
+    }
+    r = evaluate(labels, preds)
+    assert r["localisation_accuracy"] == pytest.approx(2 / 3)
+    assert [row["localised"] for row in r["per_query"]] == [True, False, True]
+    # the peak alone (no candidates) of frame_00002 misses
+    preds["frame_00002"]["cup"] = Prediction(empty, (0, 0))
+    assert evaluate(labels, preds)["localisation_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_localisation_hit_accepts_candidates_and_swapped_corners():
+    assert localisation_hit(np.array([[0, 0], [2, 4]]), [(6, 3, 4, 2)])
+    assert not localisation_hit(np.array([[0, 0], [2, 7]]), [(6, 3, 4, 2)])
+    assert localisation_hit((2, 5), [(6, 3, 4, 2)])
+
+
+def test_miou_is_the_mean_over_frame_category_pairs(labels):
+    f1, f2 = labels
+    preds = {
+        "frame_00001": {"cup": Prediction(f1.mask("cup"), (0, 0)), "plate": Prediction(f1.mask("plate"), (0, 0))},
+        "frame_00002": {"cup": Prediction(np.zeros((8, 10), bool), (0, 0))},
+    }
+    r = evaluate(labels, preds)
+    assert r["miou"] == pytest.approx(2 / 3)  # (1 + 1 + 0) / 3, not weighted by frame or pixels
+
+
+def test_peaks_json_entries_old_and_new_format():
+    from langx_ros.cli.evaluate import prediction_from_points
+
+    m = np.zeros((2, 2), bool)
+    old = prediction_from_points(m, [3, 4])
+    assert old.peak == (3, 4) and old.points.tolist() == [[3, 4]]
+    new = prediction_from_points(m, [[3, 4], [5, 6]])
+    assert new.peak == (3, 4) and new.points.tolist() == [[3, 4], [5, 6]]
+    none = prediction_from_points(m, None)
+    assert not localisation_hit(none.points, [(0, 0, 10, 10)])
