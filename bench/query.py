@@ -36,13 +36,27 @@ def make_field(n: int, device: str, levels: int = 3, seed: int = 0) -> tuple[Lan
         "colors": torch.zeros(n, 3),
         "sem": codes.reshape(n, levels * 3),
     }
-    field = LanguageField(params, lqc, ["s", "m", "l"][:levels], {"weights": "random (benchmark)"}).to(device)
+    evidence = torch.rand(n, levels, generator=g) * 5  # every Gaussian observed (the selection still applies the mask)
+    field = LanguageField(params, lqc, ["s", "m", "l"][:levels], {"weights": "random (benchmark)"}, {"min_weight": 0.1},
+                          evidence, torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)).to(device)
     # A random decoder maps all codes to nearly one direction; give the codebook distinct
     # features instead so relevancy separates the blob from the rest as a trained LQC would.
     field._codebook_features = torch.nn.functional.normalize(torch.randn(2048, 512, generator=g), dim=-1).to(device)
     text = field.codebook_features()[7:8].clone()  # the text embedding that matches code 7
     canon = torch.nn.functional.normalize(torch.randn(4, 512, generator=g), dim=-1).to(device)
     return field, text, canon
+
+
+def host_components(points, radius: float):
+    """The earlier host path, for comparison: copy to the host, scipy KD-tree pairs within the
+    radius, connected components of that graph."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
+    g = coo_matrix((torch.ones(len(pairs)).numpy(), (pairs[:, 0], pairs[:, 1])), shape=(len(points), len(points)))
+    return connected_components(g, directed=False)[1]
 
 
 def clip_text_ms(device: str) -> float | None:
@@ -78,16 +92,19 @@ def main() -> None:
             field.point_spacing()
             sel_ms = time_ms(lambda: select_candidates(field, text, canon, cfg.threshold, cfg), dev)
             cands = select_candidates(field, text, canon, cfg.threshold, cfg)[0]
-            pts = field.params["means"][cands.ids].cpu().numpy()
-            clus_ms = time_ms(lambda: connected_instances(pts, 3.0 * field.point_spacing()), "cpu", warmup=1, repeat=5)
+            sel = field.params["means"][cands.ids]
+            clus_ms = time_ms(lambda: connected_instances(sel, 3.0 * field.point_spacing()), dev, warmup=1, repeat=5)
+            pts = sel.cpu().numpy()
+            host_ms = time_ms(lambda: host_components(pts, 3.0 * field.point_spacing()), "cpu", warmup=1, repeat=5)
             full_ms = time_ms(lambda: select_3d(field, ["q"], text, canon, cfg.threshold, cfg), dev, warmup=1, repeat=5)
             m = select_3d(field, ["q"], text, canon, cfg.threshold, cfg)[0]
             row = {"device": dev, "gaussians": n, "code_index_once_ms": t_index, "select_ms": sel_ms,
-                   "selected": int(cands.ids.numel()), "instances_ms": clus_ms, "select_3d_total_ms": full_ms,
+                   "selected": int(cands.ids.numel()), "instances_ms": clus_ms, "instances_host_scipy_ms_before": host_ms,
+                   "select_3d_total_ms": full_ms,
                    "returned_points": int(len(m.points))}
             rows.append(row)
-            print(f"{dev:5s} N={n:>9,d}: selection {sel_ms:8.3f} ms ({row['selected']} selected), instances {clus_ms:8.2f} ms, "
-                  f"select_3d total {full_ms:8.2f} ms; code index once {t_index:8.1f} ms")
+            print(f"{dev:5s} N={n:>9,d}: selection {sel_ms:8.3f} ms ({row['selected']} selected), instances {clus_ms:8.2f} ms "
+                  f"(host scipy, before: {host_ms:8.2f} ms), select_3d total {full_ms:8.2f} ms; code index once {t_index:8.1f} ms")
     # 2D at 640x480: relevancy + LangSplat mask from rendered codes (rendering reported apart)
     maps = []
     for dev in a.devices:

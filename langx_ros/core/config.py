@@ -24,6 +24,7 @@ from langx_ros.core.config_fields import (  # noqa: F401  (re-exported)
     to_flat,
 )
 from langx_ros.core.features import FeatureConfig
+from langx_ros.core.field.registration import RegistrationConfig
 from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.keyframes import KeyframeConfig
 from langx_ros.core.lqc import LQCConfig
@@ -95,13 +96,30 @@ class QueryConfig:
     )
     min_opacity: float = param(0.1, "Gaussians below this opacity are never selected.", min=0.0, max=1.0)
     cluster_radius: float = param(
-        0.0, "Distance (m) linking selected Gaussians into one instance; 0 = 3 x the median spacing.", min=0.0, max=100.0
+        0.0, "Edge (m) of the voxels whose touching links selected Gaussians into one instance; 0 = automatic: "
+        "3 x the median spacing of the Gaussians, at least min_cluster_radius.", min=0.0, max=100.0
+    )
+    min_cluster_radius: float = param(
+        0.04, "Lower bound (m) of the automatic cluster_radius: a real field's selection has holes where Gaussians "
+        "were not observed, and a radius from the densest spacing splits one object into many pieces.", min=0.0, max=100.0
     )
     min_instance_points: int = param(5, "Smaller groups of selected Gaussians are discarded as noise.", min=1, max=1_000_000)
+    max_instances: int = param(16, "Most instances offered per query (the best by evidence first; ~/query all_instances returns them all).", min=1, max=10_000)
     max_points: int = param(200_000, "Most points returned per match (a uniform subsample beyond).", min=1, max=100_000_000)
-    mask_box_px: int = param(29, "Box filter size (px) of the 2D relevancy smoothing (LangSplat).", min=1, max=1001)
+    mask_box_px: int = param(
+        30,
+        "Mean filter size (px) of the 2D relevancy smoothing: cv2.filter2D, reflect-101 border, anchor at "
+        "size // 2 (LangSplat's evaluation: 30).",
+        min=1, max=1001,
+    )
     mask_threshold: float = param(0.4, "2D mask threshold on clip(2n - 1) of the normalised map (LangSplat).", min=0.0, max=1.0)
-    mask_clean_px: int = param(7, "Box filter size (px) that cleans the 2D mask (majority vote).", min=1, max=101)
+    mask_clean_px: int = param(
+        7,
+        "Majority vote window (px) that cleans the 2D mask: a pixel is kept when more than half of its "
+        "(2 * (size // 2) + 1)^2 window is set, the window clipped at the image and, as in LangSplat's "
+        "evaluation, short of its last row and column (LangSplat: 7).",
+        min=1, max=101,
+    )
 
 
 @dataclass
@@ -118,6 +136,7 @@ class LangxConfig:
     features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
     lqc: LQCConfig = dataclasses.field(default_factory=LQCConfig)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    registration: RegistrationConfig = dataclasses.field(default_factory=RegistrationConfig)
     reconstruct: ReconstructConfig = dataclasses.field(default_factory=ReconstructConfig)
     trimap: TriMapConfig = dataclasses.field(default_factory=TriMapConfig)
     query: QueryConfig = dataclasses.field(default_factory=QueryConfig)

@@ -125,25 +125,33 @@ class Engine:
         field_cfg = cfg.field if iterations <= 0 else dataclasses.replace(cfg.field, iterations=iterations)
         trimap = (self.trimap(), cfg.trimap) if use_trimap else None
         res = reconstruct(frames, semantics, text, cfg.reconstruct, field_cfg, lqc_cfg, cfg.query.canonical_phrases,
-                          device=self.device, progress=progress, cancel=cancel, trimap=trimap)
+                          device=self.device, progress=progress, cancel=cancel, trimap=trimap, reg_cfg=cfg.registration)
         res.field.meta["text_encoder"] = kind
         return res
 
     # ---- querying -----------------------------------------------------------------------------
     def answer(self, field: LanguageField, queries: Sequence[str], threshold: float, camera: Camera | None = None,
-               return_masks: bool = True) -> list[Answer]:
-        """3D matches (and 2D maps at ``camera``) for each query; request errors raise QueryRequestError."""
+               return_masks: bool = True, all_instances: bool = False) -> list[Answer]:
+        """3D matches (and 2D maps at ``camera``) for each query; request errors raise QueryRequestError.
+
+        One Answer per query (its best instance), or with ``all_instances`` one per instance that
+        passed, best first (a query without a match still gives one Answer).
+        """
         req = prepare_queries(list(queries), threshold, self.cfg.query)
         enc = self.text_encoder(field.meta.get("text_encoder", TEXT_CLIP))
         text = torch.as_tensor(enc.encode(list(req.queries)), device=field.device)
         canon = torch.as_tensor(enc.encode(list(self.cfg.query.canonical_phrases)), device=field.device)
         if text.shape[1] != field.codebook_features().shape[1]:
             raise QueryRequestError(f"the field's features are {field.codebook_features().shape[1]}-d but the text encoder gives {text.shape[1]}-d")
-        matches = select_3d(field, req.queries, text, canon, req.threshold, self.cfg.query)
-        views: list[Map2D | None] = [None] * len(matches)
-        masks: list[np.ndarray | None] = [None] * len(matches)
+        best = select_3d(field, req.queries, text, canon, req.threshold, self.cfg.query)
+        views: list[Map2D | None] = [None] * len(best)
         if camera is not None and return_masks:
             views = query_2d(field, req.queries, camera.viewmat, camera.K, camera.width, camera.height, text, canon, self.cfg.query)
-            masks = [instance_mask(field, m.gaussian_ids, camera.viewmat, camera.K, camera.width, camera.height) if m.found else None
-                     for m in matches]
-        return [Answer(m, v, k) for m, v, k in zip(matches, views, masks)]
+        out = []
+        for m, v in zip(best, views):
+            for inst in [m, *m.alternatives] if all_instances else [m]:
+                mask = None
+                if camera is not None and return_masks and inst.found:
+                    mask = instance_mask(field, inst.gaussian_ids, camera.viewmat, camera.K, camera.width, camera.height)
+                out.append(Answer(inst, v, mask))
+        return out

@@ -151,6 +151,7 @@ def load_rgbd_frame(folder: str | Path, frame_id: str, depth_scale: float = 1000
         if raw is None or raw.dtype != np.uint16:
             raise FrameError(f"{depth_path}: expected a 16-bit depth PNG")
         depth = raw.astype(np.float32) / np.float32(depth_scale)
+        depth[raw == np.iinfo(np.uint16).max] = np.nan  # 65535: the sensor's "out of range" (7-Scenes has them)
     return validate_frame(Frame(frame_id, rgb, K, pose, depth))
 
 

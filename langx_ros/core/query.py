@@ -1,6 +1,7 @@
 """Text queries: request checking, 3D selection with instances, 2D relevancy maps and masks."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -78,6 +79,10 @@ class Match3D:
     relevancy: np.ndarray  # (M,) float32
     gaussian_ids: np.ndarray  # (M,) int64 indices into the field
     message: str
+    normals: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3), np.float32))  # (M, 3) unit surface normals
+    rank: int = 0  # 0 = the instance with the most evidence
+    evidence: float = 0.0  # sum over its Gaussians of relevancy x observed weight
+    alternatives: list["Match3D"] = dataclasses.field(default_factory=list)  # the other instances that pass, by evidence
 
     @property
     def centroid(self) -> np.ndarray:
@@ -107,19 +112,46 @@ def gaussian_relevancy(field: "LanguageField", text: torch.Tensor, canonical: to
     return table[:, idx].permute(0, 2, 1)
 
 
-def connected_instances(points: np.ndarray, radius: float) -> np.ndarray:
-    """Instance label per point: connected components of the graph linking points within ``radius``."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
+# the 13 voxel offsets of one half of a 26-neighbourhood (the other half is their negation)
+_HALF_NEIGHBOURS = [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)]
 
-    n = len(points)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
-    g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, labels = connected_components(g, directed=False)
-    return labels.astype(np.int64)
+
+def connected_instances(points: torch.Tensor | np.ndarray, radius: float) -> torch.Tensor:
+    """Instance label (M,) per point, computed on the points' device (no host round trip of the
+    points): points fall into voxels of edge ``radius``; voxels that touch (26-neighbourhood)
+    are linked, and instances are the connected components of that voxel graph. Two points
+    closer than ``radius`` always share an instance; points in touching voxels (up to
+    2 * sqrt(3) * radius apart) do too. Labels are 0..I-1, in order of first appearance of
+    each component's smallest voxel key (deterministic).
+    """
+    pts = torch.as_tensor(points)
+    dev = pts.device
+    if pts.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=dev)
+    vox = torch.floor(pts.double() / radius).long()
+    vox = vox - vox.min(0).values + 1  # >= 1, so a neighbour offset of -1 stays >= 0
+    span = vox.max(0).values + 2
+    key = (vox[:, 0] * span[1] + vox[:, 1]) * span[2] + vox[:, 2]
+    uniq, inv = torch.unique(key, return_inverse=True)  # sorted voxel keys
+    nv = uniq.shape[0]
+    offs = torch.tensor([(dx * int(span[1]) + dy) * int(span[2]) + dz for dx, dy, dz in _HALF_NEIGHBOURS], device=dev)
+    nk = (uniq[None, :] + offs[:, None]).reshape(-1)  # all 13 neighbour keys of every voxel at once
+    pos = torch.searchsorted(uniq, nk).clamp(max=nv - 1)
+    hit = uniq[pos] == nk
+    src_t = torch.arange(nv, device=dev).repeat(len(offs))[hit]
+    dst_t = pos[hit]
+    labels = torch.arange(nv, device=dev)
+    while src_t.numel():  # min-label propagation with pointer jumping; converged when a round changes nothing
+        before = labels
+        for _ in range(3):  # a few rounds between (synchronising) convergence checks
+            m = torch.minimum(labels[src_t], labels[dst_t])
+            labels = labels.scatter_reduce(0, src_t, m, reduce="amin").scatter_reduce(0, dst_t, m, reduce="amin")
+            labels = labels[labels]
+            labels = labels[labels]
+        if torch.equal(labels, before):
+            break
+    _, comp = torch.unique(labels, return_inverse=True)
+    return comp[inv]
 
 
 @dataclass
@@ -127,83 +159,119 @@ class Candidates:
     """Gaussians selected for one query, before instance separation (tensors on the field's device)."""
 
     level: int
-    peak: float  # highest relevancy among visible Gaussians at that level
+    peak: float  # highest relevancy among selectable Gaussians at that level
     cutoff: float  # relevancy a Gaussian needed to be selected
     ids: torch.Tensor  # (S,) selected Gaussian indices
     relevancy: torch.Tensor  # (S,) their relevancy
+
+
+def selectable(field: "LanguageField", cfg: QueryConfig) -> torch.Tensor:
+    """(N, L) bool: Gaussians a query may select at each level: opaque enough and observed there
+    (enough surface-supported evidence in the views; see core/field/registration.py)."""
+    return (field.opacities() >= cfg.min_opacity)[:, None] & field.observed()
+
+
+def relevancy_logit(rel: torch.Tensor) -> torch.Tensor:
+    """log(r / (1 - r)) of relevancies r (clamped to [1e-6, 1 - 1e-6]).
+
+    LangSplat's relevancy is min over canonical phrases of softmax(10 [f.q, f.c]) =
+    sigmoid(10 (f.q - max_c f.c)): it saturates near 1 for every feature merely related to the
+    query (with label embeddings, "sofa" scores 0.97 for "wooden shelf" and the shelf 0.9999).
+    The logit undoes the saturation: it is 10 x the margin over the canonical phrases."""
+    r = rel.clamp(1e-6, 1 - 1e-6)
+    return torch.log(r) - torch.log1p(-r)
 
 
 def select_candidates(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor, threshold: float,
                       cfg: QueryConfig) -> list[Candidates]:
     """The device-side part of 3D selection, for every query (no host copies of all N).
 
-    Level choice: the level whose highest relevancy among Gaussians of opacity >= min_opacity is
-    largest. Selection: relevancy >= threshold and >= min + relative_cutoff * (max - min).
-    An empty ``ids`` means no Gaussian reached the threshold.
+    Only selectable Gaussians (:func:`selectable`) count. Level choice: the level whose highest
+    relevancy among them is largest. Selection: relevancy >= threshold, and a relevancy logit
+    (:func:`relevancy_logit`) >= lo + relative_cutoff * (hi - lo) over the selectable Gaussians
+    (LangSplat's normalise-and-cut rule, applied to logits because the relevancy saturates).
+    An empty ``ids`` means none reached the threshold.
     """
     rel_all = gaussian_relevancy(field, text, canonical)  # (Q, L, N)
-    visible = field.opacities() >= cfg.min_opacity
-    neg = torch.tensor(-1.0, device=rel_all.device)
-    rel_vis = torch.where(visible, rel_all, neg)
+    logit = relevancy_logit(rel_all)
+    ok = selectable(field, cfg).T[None]  # (1, L, N)
+    rel_vis = torch.where(ok, rel_all, torch.tensor(-1.0, device=rel_all.device))
     peaks = rel_vis.max(dim=2).values  # (Q, L)
-    levels = peaks.argmax(dim=1)  # (Q,)
-    big = torch.tensor(2.0, device=rel_all.device)
-    lows = torch.where(visible, rel_all, big).min(dim=2).values  # (Q, L)
+    big = torch.tensor(1e9, device=rel_all.device)
+    hi = torch.where(ok, logit, -big).max(dim=2).values
+    lo = torch.where(ok, logit, big).min(dim=2).values
+    levels = hi.argmax(dim=1)  # the level with the highest peak (the logit is monotonic)
+    cut = lo + cfg.relative_cutoff * (hi - lo)
+    peaks_h, cut_h, levels_h = peaks.cpu().tolist(), cut.cpu().tolist(), levels.cpu().tolist()  # one sync
     out = []
-    for qi in range(rel_all.shape[0]):
-        lvl = int(levels[qi])
-        best, lo = float(peaks[qi, lvl]), float(lows[qi, lvl])
+    for qi, lvl in enumerate(levels_h):
+        best = peaks_h[qi][lvl]
         if best < threshold:
             e = torch.empty(0, dtype=torch.long, device=rel_all.device)
             out.append(Candidates(lvl, best, threshold, e, e.float()))
             continue
-        cutoff = max(threshold, lo + cfg.relative_cutoff * (best - lo))
-        r = rel_vis[qi, lvl]
-        ids = torch.nonzero(r >= cutoff).squeeze(1)
-        out.append(Candidates(lvl, best, cutoff, ids, r[ids]))
+        keep = (rel_vis[qi, lvl] >= threshold) & (logit[qi, lvl] >= cut_h[qi][lvl]) & ok[0, lvl]
+        ids = torch.nonzero(keep).squeeze(1)
+        cutoff = max(threshold, float(torch.sigmoid(torch.tensor(cut_h[qi][lvl]))))
+        out.append(Candidates(lvl, best, cutoff, ids, rel_all[qi, lvl, ids]))
     return out
 
 
 def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor, canonical: torch.Tensor,
               threshold: float, cfg: QueryConfig) -> list[Match3D]:
-    """3D answers: per query the best instance of Gaussians relevant to it (or "no match").
+    """3D answers: per query the instance with the most evidence among the Gaussians relevant to
+    it (or "no match"); every other instance that passes is offered in ``alternatives``.
 
-    Selection as in :func:`select_candidates`; instances are connected components of the
-    selected centres (cluster_radius); the instance with the most relevancy mass above the
-    cutoff is returned.
+    Selection as in :func:`select_candidates`; instances are :func:`connected_instances` of the
+    selected centres (cluster_radius), computed on the field's device; instances smaller than
+    ``min_instance_points`` are noise. An instance's evidence is the sum over its Gaussians of
+    relevancy times observed weight (the registration's blending weight at the answering level),
+    so a large, well-seen, relevant object beats a few stray Gaussians of high relevancy (which
+    objects are relevant enough at all is the logit cutoff's decision).
+    Each point carries its Gaussian's surface normal.
     """
-    radius = cfg.cluster_radius if cfg.cluster_radius > 0 else 3.0 * field.point_spacing()
+    radius = cfg.cluster_radius if cfg.cluster_radius > 0 else max(3.0 * field.point_spacing(), cfg.min_cluster_radius)
     means = field.params["means"].detach()
-    colors = torch.sigmoid(field.params["colors"].detach())
     out = []
     for q, c in zip(queries, select_candidates(field, text, canonical, threshold, cfg)):
         level = field.levels[c.level]
         if c.ids.numel() == 0:
             out.append(_no_match(q, c.peak, threshold, level, f"no match above threshold {threshold:.2f} (best {c.peak:.2f})"))
             continue
-        ids = c.ids.cpu().numpy()
-        pts = means[c.ids].cpu().numpy().astype(np.float32)
-        r_sel = c.relevancy.cpu().numpy()
-        labels = connected_instances(pts, radius)
-        sizes = np.bincount(labels)
-        mass = np.bincount(labels, weights=r_sel - c.cutoff + 1e-6)
-        ok = sizes >= cfg.min_instance_points
-        if not ok.any():
+        labels = connected_instances(means[c.ids], radius)
+        sizes = torch.bincount(labels)
+        w = field.evidence[c.ids, c.level] if field.evidence is not None else torch.ones_like(c.relevancy)
+        mass = torch.zeros(sizes.shape[0], device=labels.device, dtype=torch.float64).index_add_(0, labels, (c.relevancy * w).double())
+        mass = torch.where(sizes >= cfg.min_instance_points, mass, torch.full_like(mass, -1.0))
+        order = torch.argsort(mass, descending=True)
+        mass_h = mass[order].cpu().tolist()  # one synchronisation
+        n_ok = sum(m >= 0 for m in mass_h)
+        if n_ok == 0:
             out.append(_no_match(q, c.peak, threshold, level,
-                                 f"only {len(ids)} scattered Gaussians above {c.cutoff:.2f} (no group of >= {cfg.min_instance_points})"))
+                                 f"only {int(c.ids.numel())} scattered Gaussians above {c.cutoff:.2f} (no group of >= {cfg.min_instance_points})"))
             continue
-        mass[~ok] = -1
-        keep = labels == int(np.argmax(mass))
-        if keep.sum() > cfg.max_points:
-            chosen = np.random.default_rng(0).choice(np.nonzero(keep)[0], cfg.max_points, replace=False)
-            keep = np.zeros_like(keep)
-            keep[chosen] = True
-        sel_ids = ids[keep]
-        rv = r_sel[keep].astype(np.float32)
-        col = (colors[torch.as_tensor(sel_ids, device=colors.device)].clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-        out.append(Match3D(q, True, float(rv.max()), threshold, level, int(ok.sum()), pts[keep], col, rv, sel_ids.astype(np.int64),
-                           f"level {level}; {int(ok.sum())} instance(s); {len(sel_ids)} points"))
+        insts = [_instance(field, q, threshold, level, c, labels == order[k], mass_h[k], k, n_ok, cfg)
+                 for k in range(min(n_ok, cfg.max_instances))]
+        insts[0].alternatives = insts[1:]
+        out.append(insts[0])
     return out
+
+
+def _instance(field: "LanguageField", q: str, threshold: float, level: str, c: Candidates, keep: torch.Tensor,
+              evidence: float, rank: int, n_inst: int, cfg: QueryConfig) -> Match3D:
+    """One instance of a selection as a Match3D (points subsampled to ``max_points``)."""
+    idx = torch.nonzero(keep).squeeze(1)
+    if idx.numel() > cfg.max_points:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        idx = idx[torch.randperm(idx.numel(), generator=gen)[: cfg.max_points].to(idx.device)].sort().values
+    gid = c.ids[idx]
+    col = (torch.sigmoid(field.params["colors"].detach()[gid]).clamp(0, 1) * 255 + 0.5).floor()
+    packed = torch.cat([field.params["means"].detach()[gid], col, field.surface_normals()[gid],
+                        c.relevancy[idx, None], gid[:, None]], 1).double().cpu().numpy()  # one transfer
+    pts, rv = packed[:, 0:3].astype(np.float32), packed[:, 9].astype(np.float32)
+    return Match3D(q, True, float(rv.max()), threshold, level, n_inst, pts, packed[:, 3:6].astype(np.uint8), rv,
+                   packed[:, 10].astype(np.int64), f"level {level}; instance {rank + 1} of {n_inst}; {len(gid)} points; evidence {evidence:.1f}",
+                   normals=packed[:, 6:9].astype(np.float32), rank=rank, evidence=evidence)
 
 
 def _no_match(q: str, best: float, threshold: float, level: str, message: str) -> Match3D:
@@ -213,41 +281,38 @@ def _no_match(q: str, best: float, threshold: float, level: str, message: str) -
 
 @dataclass
 class Map2D:
-    """The 2D answer to one query at one camera (LangSplat protocol)."""
+    """The 2D answer to one query at one camera (LangSplat protocol, core/langsplat_eval.py)."""
 
     query: str
-    level: str
-    relevancy: np.ndarray  # (H, W) float32 smoothed relevancy of the chosen level
+    level: str  # level whose smoothed map has the highest maximum (gives the mask)
+    relevancy: np.ndarray  # (H, W) float32 smoothed relevancy of that level
     mask: np.ndarray  # (H, W) bool
-    peak: tuple[int, int]  # (row, col) of the box-filtered maximum (localisation)
-    score: float  # maximum of the box-filtered relevancy
+    peak: tuple[int, int]  # (row, col): the first localisation candidate (row-major)
+    score: float  # maximum of the box-filtered relevancy at the localisation level
+    candidates: np.ndarray | None = None  # (K, 2) row, col: every pixel tying for that maximum
+    localisation_level: str = ""  # level whose box-filtered map has the highest maximum
 
 
 def box_filter(img: np.ndarray, size: int) -> np.ndarray:
-    """Mean over a size x size box (edges replicated), float32."""
-    import cv2
+    """Mean over a size x size box, float32, as LangSplat's evaluation filters (cv2.filter2D,
+    reflect-101 border)."""
+    from langx_ros.core.langsplat_eval import box_mean
 
-    return cv2.blur(img.astype(np.float32), (size, size), borderType=cv2.BORDER_REPLICATE)
+    return box_mean(img, size)
 
 
 def langsplat_map(rel_levels: np.ndarray, query: str, levels: Sequence[str], cfg: QueryConfig) -> Map2D:
-    """Smoothing, level choice, normalisation, threshold and cleaning of LangSplat's evaluation.
+    """Smoothing, level choice, normalisation, threshold and cleaning of LangSplat's official
+    evaluation, number for number (see core/langsplat_eval.py).
 
     rel_levels: (L, H, W) raw relevancy per level.
     """
-    best = None
-    for li in range(rel_levels.shape[0]):
-        avg = box_filter(rel_levels[li], cfg.mask_box_px)
-        smoothed = 0.5 * (rel_levels[li] + avg)
-        score = float(avg.max())
-        if best is None or score > best[0]:
-            best = (score, li, smoothed, avg)
-    score, li, smoothed, avg = best  # type: ignore[misc]
-    n = (smoothed - smoothed.min()) / (smoothed.max() - smoothed.min() + 1e-9)
-    raw_mask = np.clip(2 * n - 1, 0, 1) > cfg.mask_threshold
-    mask = box_filter(raw_mask.astype(np.float32), cfg.mask_clean_px) > 0.5
-    peak = np.unravel_index(int(np.argmax(avg)), avg.shape)
-    return Map2D(query, levels[li], smoothed.astype(np.float32), mask, (int(peak[0]), int(peak[1])), score)
+    from langx_ros.core.langsplat_eval import langsplat_map_exact
+
+    r = langsplat_map_exact(np.asarray(rel_levels, np.float32), box_px=cfg.mask_box_px,
+                            threshold=cfg.mask_threshold, clean_px=cfg.mask_clean_px)
+    return Map2D(query, levels[r.level_index], r.smoothed, r.mask, r.peak, r.score,
+                 candidates=r.candidates, localisation_level=levels[r.localisation_level])
 
 
 def relevancy_from_codes(field: "LanguageField", sem: torch.Tensor, alpha: torch.Tensor, text: torch.Tensor,

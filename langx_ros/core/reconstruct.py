@@ -20,14 +20,15 @@ import torch
 from langx_ros.core.config_fields import param
 from langx_ros.core.field.gaussians import init_from_points
 from langx_ros.core.field.model import LanguageField
-from langx_ros.core.field.train import Cancelled, FieldConfig, TrainView, train_field
+from langx_ros.core.field.registration import Registration, RegistrationConfig, RegistrationView, register, registered_codes
+from langx_ros.core.field.train import Cancelled, FieldConfig, TrainView, activated, train_field
 from langx_ros.core.frames import Frame, FrameError, backproject, normals_from_depth, validate_frame
 from langx_ros.core.lqc import LQC, LQCConfig, train_lqc
 
 ProgressFn = Callable[[str, float, str], None]  # (stage, stage fraction, detail)
 CancelFn = Callable[[], bool]
 
-STAGES = ("validate", "semantics", "trimap", "lqc", "init", "field")  # "trimap" only when asked for
+STAGES = ("validate", "semantics", "trimap", "lqc", "init", "field", "register")  # "trimap" only when asked for
 
 
 class SemanticSource(Protocol):
@@ -115,6 +116,16 @@ def _views(frames: Sequence[Frame], normals: Sequence[np.ndarray | None], sem: l
     return out
 
 
+def _registration_views(views: Sequence[TrainView], sem: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[RegistrationView]:
+    """What registration reads of each training view: camera, sensor depth, segments and the
+    features of every segment per level (views without segments only vote on observation)."""
+    out = []
+    for v, per in zip(views, sem + [[]] * (len(views) - len(sem))):
+        feats = [torch.as_tensor(f, dtype=torch.float32) for _, f in per]
+        out.append(RegistrationView(v.viewmat, v.K, v.width, v.height, v.seg, feats, v.depth))
+    return out
+
+
 def _generated_semantics(generated, semantics: "SemanticSource", level_idx: list[int], n_levels: int,
                          check_cancel: Callable[[], None]) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], str]:
     """Per generated view and level of the source: (mask ids, features pooled over them), and a
@@ -161,6 +172,7 @@ def reconstruct(
     cancel: CancelFn | None = None,
     trimap=None,
     normal_estimator=None,
+    reg_cfg: RegistrationConfig | None = None,
 ) -> ReconstructResult:
     """Build a LanguageField from posed RGB-D frames.
 
@@ -169,7 +181,10 @@ def reconstruct(
     semantics: their masks drive L_s2d and, where the semantic source pools features over given
     masks (open_clip), the semantic loss (see core/trimap/densify.py). ``normal_estimator``:
     frame -> world normals, for key frames without depth (none is wired in; without it such a
-    frame's normal condition is neutral grey, and the provenance says so).
+    frame's normal condition is neutral grey, and the provenance says so). ``reg_cfg``: how
+    Gaussians get their codes (registration, semantic training or both; see
+    core/field/registration.py); every mode ends with a registration pass that marks the
+    Gaussians no view observes.
 
     Raises:
         FrameError: fewer than ``cfg.min_frames`` frames, or a frame without pose or depth.
@@ -271,11 +286,38 @@ def reconstruct(
     report("init", 1.0, f"{params['means'].shape[0]} Gaussians from depth")
     timings["init"] = time.perf_counter() - t
 
+    reg_cfg = reg_cfg or RegistrationConfig()
+    reg_views = _registration_views(views, sem + gen_sem)
+    backend = field_cfg.backend
+
+    def registration() -> Registration:
+        return register(activated(params), reg_views, len(levels), reg_cfg, backend, check_cancel)
+
+    def init_codes(p: torch.nn.ParameterDict) -> None:  # register+train: registration starts the semantic phase
+        t0 = time.perf_counter()
+        reg = registration()
+        p["sem"].data.copy_(registered_codes(reg, lqc, p["sem"], p["means"]))
+        timings["register_init"] = time.perf_counter() - t0
+
     t = time.perf_counter()
     report("field", 0.0, f"{field_cfg.iterations} iterations over {len(views)} views "
                          f"({sum(v.nbytes() for v in views) / 2**20:.0f} MiB of view tensors)")
-    stats = train_field(params, views, field_cfg, len(levels), progress=lambda fr, d: report("field", fr, d), cancel=cancel)
-    timings["field"] = time.perf_counter() - t
+    stats = train_field(params, views, field_cfg, len(levels), progress=lambda fr, d: report("field", fr, d), cancel=cancel,
+                        semantic_losses=reg_cfg.mode != "register",
+                        on_semantic_start=init_codes if reg_cfg.mode == "register+train" else None)
+    timings["field"] = time.perf_counter() - t - timings.get("register_init", 0.0)
+
+    t = time.perf_counter()
+    check_cancel()
+    report("register", 0.0, f"{reg_cfg.mode}: evidence of {len(reg_views)} views")
+    reg = registration()
+    if reg_cfg.mode == "register":
+        with torch.no_grad():
+            params["sem"].data.copy_(registered_codes(reg, lqc, params["sem"], params["means"]))
+    observed = reg.observed(reg_cfg.min_weight)
+    timings["register"] = time.perf_counter() - t + timings.pop("register_init", 0.0)
+    n_obs = int(observed.any(1).sum())
+    report("register", 1.0, f"{n_obs}/{observed.shape[0]} Gaussians observed")
 
     provenance = {
         "semantics": semantics.provenance,
@@ -283,13 +325,19 @@ def reconstruct(
         "lqc": lqc_note,
         "renderer": stats["backend"],
         "geometry": geometry,
+        "semantic codes": {"register": "registered (training-free, blending-weighted over the views that see each Gaussian)",
+                           "train": "LangScene-X semantic training",
+                           "register+train": "registration, then LangScene-X semantic training"}[reg_cfg.mode]
+                          + f"; {n_obs}/{observed.shape[0]} Gaussians observed",
     }
     if trimap is not None:
         provenance["trimap"] = (f"{getattr(trimap[0], 'provenance', 'TriMap')}: {len(generated)} generated views (colour, normals"
                                 f"{', masks' if gen_sem else ''}; poses interpolated, not refined); " + "; ".join(trimap_notes))
     lf = LanguageField({k: v.detach() for k, v in params.items()}, lqc.eval(), levels, provenance,
                        {"frames": [f.frame_id for f in frames], "generated_frames": [g.frame.frame_id for g in generated],
-                        "timings": timings, "canonical_phrases": list(canonical_phrases)})
+                        "timings": timings, "canonical_phrases": list(canonical_phrases), "min_weight": reg_cfg.min_weight,
+                        "semantic_mode": reg_cfg.mode},
+                       reg.evidence, reg.normals)
     return ReconstructResult(lf, timings, {"field": stats, "lqc": lqc_stats})
 
 

@@ -19,7 +19,9 @@ def object_match(a: Answer, world_header: Header, view_header: Header | None) ->
     msg.score = float(m.score)
     msg.threshold = float(m.threshold)
     msg.num_instances = int(m.num_instances)
-    msg.cloud = cloud_to_msg(m.points, m.colors, m.relevancy, world_header)
+    msg.instance_rank = int(m.rank)
+    msg.evidence = float(m.evidence)
+    msg.cloud = cloud_to_msg(m.points, m.colors, m.relevancy, world_header, m.normals if len(m.normals) == len(m.points) else None)
     c = m.centroid
     msg.centroid.x, msg.centroid.y, msg.centroid.z = (float(v) for v in c)
     center, size = m.box
@@ -51,7 +53,8 @@ def rviz_outputs(answers: list[Answer], world_header: Header, view_header: Heade
     cols = np.concatenate([a.match.colors for a in found]) if found else np.zeros((0, 3), np.uint8)
     rel = np.concatenate([a.match.relevancy for a in found]) if found else np.zeros(0, np.float32)
     cloud = cloud_to_msg(pts, cols, rel, world_header)
-    markers = match_markers([(a.match.query, *a.match.box, a.match.score) for a in found], world_header)
+    markers = match_markers([(a.match.query if a.match.rank == 0 else f"{a.match.query} #{a.match.rank + 1}", *a.match.box, a.match.score)
+                             for a in found], world_header)
     mask_img = rel_img = None
     views = [a for a in found if a.view is not None and a.mask is not None]
     if views and view_header is not None:

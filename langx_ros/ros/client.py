@@ -59,8 +59,9 @@ class LangxClient:
     def clear(self) -> Trigger.Response:
         return call(self.s.executor, self._clear, Trigger.Request())
 
-    def query(self, queries: list[str], view: str = "latest", threshold: float = 0.0, masks: bool = True, timeout: float = 60.0):
-        req = QueryObjects.Request(queries=queries, threshold=threshold, view=view, return_masks=masks)
+    def query(self, queries: list[str], view: str = "latest", threshold: float = 0.0, masks: bool = True, timeout: float = 60.0,
+              all_instances: bool = False):
+        req = QueryObjects.Request(queries=queries, threshold=threshold, view=view, return_masks=masks, all_instances=all_instances)
         return call(self.s.executor, self._query, req, timeout=timeout)
 
     def save(self, name: str) -> FieldFile.Response:

@@ -94,6 +94,8 @@ def depth_from_image(msg: Image, max_pixels: int = 0) -> np.ndarray:
     a = image_to_numpy(msg, max_pixels)
     d = a.astype(np.float32) * np.float32(0.001) if a.dtype == np.uint16 else a.astype(np.float32)
     d[~np.isfinite(d) | (d <= 0)] = np.nan
+    if a.dtype == np.uint16:
+        d[a == np.iinfo(np.uint16).max] = np.nan  # 65535 mm: out-of-range sentinel of 16-bit depth cameras
     return d
 
 
@@ -200,25 +202,32 @@ def matrix_to_pose(T: np.ndarray):
 
 
 CLOUD_FIELDS = ("x", "y", "z", "rgb", "relevancy")
+NORMAL_FIELDS = ("normal_x", "normal_y", "normal_z")
 
 
-def cloud_to_msg(points: np.ndarray, colors: np.ndarray, relevancy: np.ndarray | None, header: Header):
+def cloud_to_msg(points: np.ndarray, colors: np.ndarray, relevancy: np.ndarray | None, header: Header,
+                 normals: np.ndarray | None = None):
     """sensor_msgs/PointCloud2 with float32 x, y, z, rgb (0x00RRGGBB packed in a float, the RViz
-    convention) and relevancy; dense, unordered (height 1)."""
+    convention) and relevancy, plus normal_x, normal_y, normal_z (PCL's names) when ``normals``
+    (N, 3) are given; dense, unordered (height 1)."""
     from sensor_msgs.msg import PointCloud2, PointField
 
     n = len(points)
-    dtype = np.dtype([(f, "<f4") for f in CLOUD_FIELDS])
+    names = CLOUD_FIELDS + (NORMAL_FIELDS if normals is not None else ())
+    dtype = np.dtype([(f, "<f4") for f in names])
     arr = np.zeros(n, dtype=dtype)
     p = np.asarray(points, dtype=np.float32).reshape(-1, 3)
     arr["x"], arr["y"], arr["z"] = p[:, 0], p[:, 1], p[:, 2]
     c = np.asarray(colors, dtype=np.uint32).reshape(-1, 3)
     arr["rgb"] = ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).astype(np.uint32).view(np.float32)
     arr["relevancy"] = 0.0 if relevancy is None else np.asarray(relevancy, dtype=np.float32)
+    if normals is not None:
+        nm = np.asarray(normals, dtype=np.float32).reshape(-1, 3)
+        arr["normal_x"], arr["normal_y"], arr["normal_z"] = nm[:, 0], nm[:, 1], nm[:, 2]
     msg = PointCloud2()
     msg.header = header
     msg.height, msg.width = 1, n
-    msg.fields = [PointField(name=f, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, f in enumerate(CLOUD_FIELDS)]
+    msg.fields = [PointField(name=f, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, f in enumerate(names)]
     msg.is_bigendian = False
     msg.point_step = dtype.itemsize
     msg.row_step = dtype.itemsize * n

@@ -593,10 +593,10 @@ class LangxNode(Node):
             f = self._field
         if f is None:
             return
-        keep = (f.opacities() >= self.cfg.query.min_opacity).cpu().numpy()
+        keep = ((f.opacities() >= self.cfg.query.min_opacity) & f.observed().any(1)).cpu().numpy()  # what queries can select
         pts = f.params["means"].detach().cpu().numpy()[keep]
         cols = f.colors_uint8()[keep]
-        self._field_pub.publish(cloud_to_msg(pts, cols, None, self._world_header()))
+        self._field_pub.publish(cloud_to_msg(pts, cols, None, self._world_header(), f.surface_normals().cpu().numpy()[keep]))
 
     # ---- queries ------------------------------------------------------------------------------
     def _world_header(self) -> Header:
@@ -624,7 +624,7 @@ class LangxNode(Node):
         stamp.sec, stamp.nanosec = int(frame.stamp), int((frame.stamp % 1) * 1e9)
         return Camera.of(frame, frame_id), Header(stamp=stamp, frame_id=frame_id), frame.rgb
 
-    def _answer(self, queries: list[str], threshold: float, view: str, return_masks: bool):
+    def _answer(self, queries: list[str], threshold: float, view: str, return_masks: bool, all_instances: bool = False):
         """Answers and RViz outputs; raises QueryRequestError for the caller."""
         prepare_queries(queries, threshold, self.cfg.query)
         with self._lock:
@@ -638,7 +638,7 @@ class LangxNode(Node):
                 f"({self._accepted} images, {len(self._keyframes)} keyframes so far)"
             )
         camera, view_header, view_rgb = self._view(view) if return_masks else (None, None, None)
-        answers = self.engine.answer(field_, queries, threshold, camera, return_masks)
+        answers = self.engine.answer(field_, queries, threshold, camera, return_masks, all_instances)
         world = self._world_header()
         msgs = [object_match(a, world, view_header) for a in answers]
         cloud, markers, mask, rel = rviz_outputs(answers, world, view_header, view_rgb)
@@ -653,12 +653,14 @@ class LangxNode(Node):
         t0 = time.perf_counter()
         response.provenance = self._provenance()
         try:
-            msgs, prov = self._answer(list(request.queries), float(request.threshold), request.view, bool(request.return_masks))
+            msgs, prov = self._answer(list(request.queries), float(request.threshold), request.view, bool(request.return_masks),
+                                      bool(request.all_instances))
             response.success = True
             response.matches = msgs
             response.provenance = prov
-            found = sum(m.found for m in msgs)
-            response.message = f"{found} of {len(msgs)} queries matched"
+            found = sum(m.found and m.instance_rank == 0 for m in msgs)
+            response.message = f"{found} of {len(request.queries)} queries matched" + (
+                f" ({sum(m.found for m in msgs)} instances)" if request.all_instances else "")
         except QueryRequestError as exc:
             response.success, response.message = False, str(exc)
         except Exception as exc:  # never let a query take the node down

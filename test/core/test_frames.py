@@ -107,10 +107,11 @@ def test_loader_round_trip(tmp_path):
     rgb = (np.arange(48 * 64 * 3) % 251).astype(np.uint8).reshape(48, 64, 3)
     depth_mm = np.full((48, 64), 1500, np.uint16)
     depth_mm[:, :8] = 0
+    depth_mm[0, 8] = 65535  # out-of-range sentinel
     cv2.imwrite(str(tmp_path / "frame-000007.color.png"), rgb[:, :, ::-1])
     cv2.imwrite(str(tmp_path / "frame-000007.depth.png"), depth_mm)
     np.savetxt(tmp_path / "frame-000007.pose.txt", np.eye(4))
     np.savetxt(tmp_path / "camera-intrinsics.txt", K)
     (f,) = [load_rgbd_frame(tmp_path, i) for i in list_rgbd_folder(tmp_path)]
     assert np.array_equal(f.rgb, rgb)
-    assert np.isnan(f.depth[:, :8]).all() and np.allclose(f.depth[:, 8:], 1.5)
+    assert np.isnan(f.depth[:, :8]).all() and np.isnan(f.depth[0, 8]) and np.allclose(f.depth[1:, 8:], 1.5)

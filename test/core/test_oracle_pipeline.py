@@ -99,9 +99,10 @@ def test_provenance_and_progress(built):
     assert p["lqc"].startswith("per-scene LQC")
     assert "CPU substitute" in p["renderer"]
     starts = [st for i, st in enumerate(stages) if i == 0 or stages[i - 1][0] != st[0]]
-    assert [s for s, _, _ in starts] == ["validate", "semantics", "lqc", "init", "field"]
+    assert [s for s, _, _ in starts] == ["validate", "semantics", "lqc", "init", "field", "register"]
     assert all(fr == 0.0 for _, fr, _ in starts)  # each stage is announced as it begins
-    assert "400 iterations over 4 views" in starts[-1][2] and "MiB of view tensors" in starts[-1][2]
+    assert "400 iterations over 4 views" in starts[-2][2] and "MiB of view tensors" in starts[-2][2]
+    assert "register: evidence of 4 views" in starts[-1][2]
 
 
 def test_save_load_renders_the_same(built, tmp_path):

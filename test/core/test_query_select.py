@@ -11,9 +11,87 @@ def test_connected_instances_separates_clusters():
     rng = np.random.default_rng(0)
     a = rng.normal(0, 0.02, (50, 3))
     b = rng.normal(0, 0.02, (30, 3)) + [1, 0, 0]
-    labels = connected_instances(np.concatenate([a, b]), radius=0.2)
+    labels = connected_instances(np.concatenate([a, b]), radius=0.2).tolist()
     assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1 and labels[0] != labels[50]
     assert connected_instances(np.zeros((0, 3)), 0.1).shape == (0,)
+
+
+def test_connected_instances_links_every_close_pair_and_follows_long_chains():
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(1)
+    # a long snake (step 0.05 < radius) must be one instance however far its ends are apart
+    t = np.linspace(0, 6 * np.pi, 400)
+    snake = np.c_[np.cos(t), np.sin(t), t / 10] * [1, 1, 1]
+    assert np.all(np.linalg.norm(np.diff(snake, axis=0), axis=1) < 0.1)
+    blobs = np.concatenate([rng.normal(0, 0.05, (200, 3)) + c for c in ([5, 0, 0], [5, 2, 0], [-4, -4, 1])])
+    pts = np.concatenate([snake, blobs])
+    labels = connected_instances(pts, radius=0.1).numpy()
+    assert len(set(labels[:400])) == 1
+    # every pair closer than the radius shares an instance; the far blobs stay apart
+    pairs = cKDTree(pts).query_pairs(0.1, output_type="ndarray")
+    assert np.all(labels[pairs[:, 0]] == labels[pairs[:, 1]])
+    assert len({labels[0], labels[400], labels[600], labels[800]}) == 4
+    assert labels.min() == 0 and labels.max() == len(set(labels.tolist())) - 1
+
+
+def _field_with(means, evidence, normals=None):
+    import torch
+
+    from langx_ros.core.field.model import LanguageField
+
+    n = len(means)
+    params = {"means": torch.tensor(means, dtype=torch.float32), "opacities": torch.full((n,), 4.0),
+              "colors": torch.zeros(n, 3), "quats": torch.tensor([[1.0, 0, 0, 0]] * n), "scales": torch.full((n, 3), -4.0),
+              "sem": torch.zeros(n, 3)}
+    nrm = None if normals is None else torch.tensor(normals, dtype=torch.float32)
+    return LanguageField(params, lqc=None, levels=["s"], meta={"min_weight": 0.1},
+                         evidence=torch.tensor(evidence, dtype=torch.float32)[:, None], normals=nrm)
+
+
+def _patch_relevancy(monkeypatch, rel):
+    import torch
+
+    import langx_ros.core.query as q
+
+    monkeypatch.setattr(q, "gaussian_relevancy", lambda field, text, canon: torch.tensor(rel, dtype=torch.float32)[None, None])
+
+
+def _cluster(center, n, seed):
+    return (np.random.default_rng(seed).normal(0, 0.01, (n, 3)) + center).tolist()
+
+
+def test_unobserved_gaussians_are_never_selected(monkeypatch):
+    import torch
+
+    from langx_ros.core.query import select_3d
+
+    means = _cluster([0, 0, 0], 20, 0) + _cluster([2, 0, 0], 20, 1)
+    f = _field_with(means, [5.0] * 20 + [0.0] * 20)  # the second group was never seen on a surface
+    _patch_relevancy(monkeypatch, [0.8] * 20 + [0.99] * 20)
+    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0)
+    (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    assert m.found and set(m.gaussian_ids.tolist()) == set(range(20)), m.message
+    assert m.score == np.float32(0.8) and m.alternatives == []
+
+
+def test_the_instance_with_most_evidence_wins_and_the_others_are_offered(monkeypatch):
+    import torch
+
+    from langx_ros.core.query import select_3d
+
+    means = _cluster([0, 0, 0], 30, 0) + _cluster([2, 0, 0], 8, 1) + _cluster([-2, 0, 0], 2, 2)
+    normals = [[0.0, 0.0, 1.0]] * 40
+    # a large well-seen object of relevancy 0.8 against a few barely seen Gaussians of 0.95
+    f = _field_with(means, [10.0] * 30 + [0.5] * 8 + [50.0] * 2, normals)
+    _patch_relevancy(monkeypatch, [0.8] * 30 + [0.95] * 8 + [0.9] * 2)
+    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0, min_instance_points=5)
+    (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    assert m.found and sorted(m.gaussian_ids.tolist()) == list(range(30))
+    assert m.num_instances == 2 and m.rank == 0  # the pair of 2 is below min_instance_points
+    assert len(m.alternatives) == 1 and sorted(m.alternatives[0].gaussian_ids.tolist()) == list(range(30, 38))
+    assert m.alternatives[0].rank == 1 and m.alternatives[0].evidence < m.evidence
+    assert m.normals.shape == (30, 3) and np.allclose(m.normals, [0, 0, 1])
 
 
 def test_langsplat_map_picks_the_level_and_masks_the_blob():
@@ -47,3 +125,19 @@ def test_point_spacing_ignores_coincident_centres():
     for means in (grid, np.concatenate([grid, grid])):
         f = LanguageField({"means": torch.from_numpy(means)}, lqc=None, levels=["s"])
         assert abs(f.point_spacing() - 0.05) < 1e-6
+
+
+def test_a_merely_related_object_is_cut_off_although_its_relevancy_saturates(monkeypatch):
+    """LangSplat's relevancy gives ~0.97 to a related object ("sofa" for "wooden shelf") and
+    0.9999 to the object itself; in probability space both pass a 0.7 relative cutoff, and the
+    larger, better-seen sofa would win on evidence. The cutoff is taken on the logits."""
+    import torch
+
+    from langx_ros.core.query import select_3d
+
+    means = _cluster([0, 0, 0], 40, 0) + _cluster([2, 0, 0], 10, 1) + _cluster([4, 0, 0], 40, 2)
+    f = _field_with(means, [10.0] * 90)
+    _patch_relevancy(monkeypatch, [0.97] * 40 + [0.9999] * 10 + [0.15] * 40)
+    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.7)
+    (m,) = select_3d(f, ["wooden shelf"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    assert m.found and sorted(m.gaussian_ids.tolist()) == list(range(40, 50)) and m.alternatives == []

@@ -57,7 +57,8 @@ def test_depth_16uc1_millimetres_big_endian_and_zero():
     d = np.array([[0, 1000], [2500, 65535]], np.uint16)
     out = depth_from_image(_padded(d, "16UC1", pad=0, bigendian=True))
     assert np.isnan(out[0, 0])
-    assert out[0, 1] == pytest.approx(1.0) and out[1, 0] == pytest.approx(2.5) and out[1, 1] == pytest.approx(65.535)
+    assert out[0, 1] == pytest.approx(1.0) and out[1, 0] == pytest.approx(2.5)
+    assert np.isnan(out[1, 1])  # 65535: the out-of-range sentinel (7-Scenes frame 000850 has them), not 65.5 m
 
 
 def test_depth_32fc1_nan_inf_negative_are_invalid():
@@ -150,6 +151,12 @@ def test_cloud_round_trip_with_rgb_packing():
     assert np.array_equal(back["x"], pts[:, 0]) and np.array_equal(back["rgb"], cols) and np.array_equal(back["relevancy"], rel)
     empty = cloud_to_msg(np.zeros((0, 3)), np.zeros((0, 3)), None, Header(frame_id="map"))
     assert empty.width == 0 and len(empty.data) == 0
+    nrm = np.random.default_rng(3).normal(size=(50, 3)).astype(np.float32)
+    with_n = cloud_to_msg(pts, cols, rel, Header(frame_id="map"), nrm)
+    assert [f.name for f in with_n.fields][5:] == ["normal_x", "normal_y", "normal_z"] and with_n.point_step == 32
+    back = cloud_from_msg(with_n)
+    assert np.array_equal(np.stack([back["normal_x"], back["normal_y"], back["normal_z"]], 1), nrm)
+    assert np.array_equal(back["rgb"], cols) and np.array_equal(back["z"], pts[:, 2])
 
 
 def test_markers_clear_then_box_and_label():

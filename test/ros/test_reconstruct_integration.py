@@ -63,8 +63,8 @@ def _reconstruct(s, iterations=0, cancel_after_feedback=False):
     return client.result(handle, 300), feedback
 
 
-def _query(s, queries, view, masks=True):
-    return LangxClient(s).query(queries, view=view, masks=masks)
+def _query(s, queries, view, masks=True, all_instances=False):
+    return LangxClient(s).query(queries, view=view, masks=masks, all_instances=all_instances)
 
 
 def test_capture_reconstruct_query_save_load(start_node):
@@ -82,7 +82,7 @@ def test_capture_reconstruct_query_save_load(start_node):
     result, feedback = _reconstruct(s)
     assert result.success, result.message
     assert result.num_gaussians > 100 and result.num_keyframes == 3
-    assert list(result.stage_names) == ["validate", "semantics", "lqc", "init", "field"]
+    assert list(result.stage_names) == ["validate", "semantics", "lqc", "init", "field", "register"]
     assert "oracle-feature protocol" in result.provenance and "MiniLM" in result.provenance
     stages = [f.stage for f in feedback]
     assert "field" in stages and all(0.0 <= f.progress <= 1.0 for f in feedback)
@@ -100,6 +100,14 @@ def test_capture_reconstruct_query_save_load(start_node):
     mask = image_to_numpy(couch.mask)
     assert couch.mask.encoding == "mono8" and mask.shape == (48, 64) and (mask == 255).sum() > 20
     assert zebra.mask.width == 0  # no mask for a query that found nothing
+    # every point carries its surface normal (unit length); the answer is the instance of rank 0
+    assert {"normal_x", "normal_y", "normal_z"} <= set(pts) and couch.instance_rank == 0 and couch.evidence > 0
+    assert np.allclose(np.sqrt(pts["normal_x"] ** 2 + pts["normal_y"] ** 2 + pts["normal_z"] ** 2), 1.0, atol=1e-3)
+    every = _query(s, ["couch", "zebra"], view, all_instances=True)
+    assert every.success and [m.query for m in every.matches].count("zebra") == 1
+    ranks = [m.instance_rank for m in every.matches if m.query == "couch"]
+    assert ranks == list(range(len(ranks))) and len(ranks) == couch.num_instances, (ranks, couch.num_instances)
+    assert every.matches[0].cloud.width == couch.cloud.width
     assert spin_until(s.executor, lambda: bool(markers) and bool(clouds) and bool(rel_imgs), 10)
     assert markers[-1].markers[0].action == Marker.DELETEALL and markers[-1].markers[1].type == Marker.CUBE
     assert clouds[-1].header.frame_id == "map" and rel_imgs[-1].encoding == "rgb8"
@@ -175,7 +183,7 @@ def test_reconstruct_with_trimap_tiny_random_model(start_node, tmp_path):
     result = client.result(handle, 300)
     assert result.success, result.message
     assert result.num_generated_frames == 2 * 7 and result.num_keyframes == 3
-    assert list(result.stage_names) == ["validate", "semantics", "trimap", "lqc", "init", "field"]
+    assert list(result.stage_names) == ["validate", "semantics", "trimap", "lqc", "init", "field", "register"]
     # every stage is in the feedback, also those shorter than the feedback period (the toy TriMap)
     assert spin_until(s.executor, lambda: {f.stage for f in feedback} >= set(result.stage_names), 10), [f.stage for f in feedback]
     assert [f.progress for f in feedback] == sorted(f.progress for f in feedback)

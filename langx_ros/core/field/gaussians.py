@@ -66,8 +66,9 @@ def init_from_points(
     if len(pts) == 0:
         raise ValueError("cannot initialise Gaussians from an empty point cloud")
     if len(pts) > max_gaussians:
-        # voxel size from the bounding volume, then a random cut to the exact budget
-        extent = np.ptp(pts, axis=0).clip(min=1e-3)
+        # voxel size from the bounding volume of the bulk of the points (a few outliers, such as
+        # depth readings of 65 m, must not make the voxels huge), then a random cut to the budget
+        extent = (np.percentile(pts, 99, axis=0) - np.percentile(pts, 1, axis=0)).clip(min=1e-3)
         voxel = float((np.prod(extent) / max_gaussians) ** (1 / 3)) * 0.5
         extra = (cols,) if nrm is None else (cols, nrm)
         while True:

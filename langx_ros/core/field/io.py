@@ -22,6 +22,7 @@ from langx_ros.core.lqc import LQC
 
 FORMAT = "langx_field/1"
 PARAM_KEYS = ("means", "quats", "scales", "opacities", "colors", "sem")
+OBSERVATION_KEYS = ("evidence", "normals")  # registration results (absent in fields saved before it existed)
 
 
 def save_field(field: LanguageField, folder: str | Path) -> Path:
@@ -33,6 +34,9 @@ def save_field(field: LanguageField, folder: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         tensors = {k: field.params[k].detach().cpu().contiguous() for k in PARAM_KEYS}
+        for k in OBSERVATION_KEYS:
+            if getattr(field, k) is not None:
+                tensors[k] = getattr(field, k).detach().cpu().contiguous()
         atomic_write_bytes(tmp / "field.safetensors", save(tensors))
         atomic_write_json(tmp / "field.json", {"format": FORMAT, "levels": field.levels, "provenance": field.provenance,
                                               "meta": field.meta, "num_gaussians": field.num_gaussians})
@@ -66,10 +70,12 @@ def load_field(folder: str | Path, device: torch.device | str = "cpu") -> Langua
     if missing:
         raise ValueError(f"{folder / 'field.safetensors'} lacks {', '.join(missing)}")
     n = tensors["means"].shape[0]
-    if any(tensors[k].shape[0] != n for k in PARAM_KEYS):
+    if any(t.shape[0] != n for t in tensors.values()):
         raise ValueError(f"{folder / 'field.safetensors'}: parameter lengths differ")
     lqc = LQC.load(folder / "lqc.safetensors", device)
-    return LanguageField(tensors, lqc, list(meta["levels"]), dict(meta.get("provenance", {})), dict(meta.get("meta", {})))
+    params = {k: tensors[k] for k in PARAM_KEYS}
+    return LanguageField(params, lqc, list(meta["levels"]), dict(meta.get("provenance", {})), dict(meta.get("meta", {})),
+                         tensors.get("evidence"), tensors.get("normals"))
 
 
 def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None,

@@ -22,6 +22,10 @@ class LanguageField:
     ``params`` holds the raw Gaussian parameters (see gaussians.py); ``levels`` names the
     semantic levels (e.g. ["s", "m", "l"]); ``provenance`` says where every part came from
     (weights real/random, oracle features, fallbacks) and travels with every answer.
+    ``evidence`` says how much each Gaussian was seen on the observed surface per level (the
+    registration's blending weights); Gaussians below ``meta["min_weight"]`` are unobserved and
+    never answer a query. A field without it (saved before registration existed) treats every
+    Gaussian as observed.
     """
 
     params: dict[str, torch.Tensor]
@@ -29,6 +33,8 @@ class LanguageField:
     levels: list[str]
     provenance: dict[str, str] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    evidence: torch.Tensor | None = None  # (N, L) registration evidence per level (see registration.py); None = unknown
+    normals: torch.Tensor | None = None  # (N, 3) unit surface normals facing the views that saw them
     _code_index: torch.Tensor | None = field(default=None, repr=False)
     _codebook_features: torch.Tensor | None = field(default=None, repr=False)
     _spacing: float | None = field(default=None, repr=False)
@@ -50,7 +56,26 @@ class LanguageField:
 
     def to(self, device: torch.device | str) -> "LanguageField":
         p = {k: v.detach().to(device) for k, v in self.params.items()}
-        return LanguageField(p, self.lqc.to(device), list(self.levels), dict(self.provenance), dict(self.meta))
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return LanguageField(p, self.lqc.to(device), list(self.levels), dict(self.provenance), dict(self.meta),
+                             mv(self.evidence), mv(self.normals))
+
+    @torch.no_grad()
+    def observed(self) -> torch.Tensor:
+        """(N, L) bool: the Gaussian has enough surface-supported evidence at each level."""
+        if self.evidence is None:
+            return torch.ones(self.num_gaussians, len(self.levels), dtype=torch.bool, device=self.device)
+        return self.evidence >= float(self.meta.get("min_weight", 0.0))
+
+    @torch.no_grad()
+    def surface_normals(self) -> torch.Tensor:
+        """(N, 3) unit normals: the registered ones (facing the observing views), else the
+        Gaussians' shortest axes (sign arbitrary)."""
+        if self.normals is not None:
+            return self.normals
+        from langx_ros.core.field.gaussians import gaussian_normals
+
+        return gaussian_normals(self.params["quats"].detach(), torch.exp(self.params["scales"].detach()))
 
     @torch.no_grad()
     def codes(self) -> torch.Tensor:

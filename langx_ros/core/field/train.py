@@ -161,6 +161,8 @@ def train_field(
     levels: int,
     progress: Callable[[float, str], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    semantic_losses: bool = True,
+    on_semantic_start: Callable[[torch.nn.ParameterDict], None] | None = None,
 ) -> dict:
     """Optimise ``params`` in place on ``views``; returns statistics.
 
@@ -171,6 +173,9 @@ def train_field(
         levels: semantic levels carried in ``params['sem']`` (its channels = levels * code dim).
         progress: called as progress(fraction, detail) every ~1% of the iterations.
         cancel: polled every iteration; when it returns True, :class:`Cancelled` is raised.
+        semantic_losses: False trains geometry only, all iterations (codes come from registration).
+        on_semantic_start: called once with ``params`` when the semantic phase begins (after the
+            geometry phase and its densification), e.g. to initialise the codes by registration.
     """
     extent = _scene_extent(params)
     lrs = {"means": cfg.lr_means * extent, "quats": cfg.lr_quats, "scales": cfg.lr_scales,
@@ -194,7 +199,7 @@ def train_field(
         state = strategy.initialize_state(scene_scale=extent)
     rng = np.random.default_rng(cfg.seed)
     neighbours = None
-    has_sem = any(v.codes is not None for v in views)
+    has_sem = semantic_losses and any(v.codes is not None for v in views)
     code_dim = params["sem"].shape[1] // max(levels, 1)
     t0 = time.perf_counter()
     history: list[dict] = []
@@ -203,6 +208,8 @@ def train_field(
     for it in range(cfg.iterations):
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled at iteration {it}/{cfg.iterations}")
+        if it == sem_start and has_sem and on_semantic_start is not None:
+            on_semantic_start(params)
         vi = int(rng.integers(len(views)))
         v = views[vi]
         semantic_phase = has_sem and it >= sem_start and v.codes is not None

@@ -1,0 +1,207 @@
+"""Semantic registration: each Gaussian's language code from the views that actually see it.
+
+Training-free, as Dr. Splat and Occam's LGS do it. Gaussian i gets the feature
+
+    f_i = sum_v sum_p w_i(v, p) f_v(p) / sum_v sum_p w_i(v, p)
+
+where w_i(v, p) = T_i(p) alpha_i(p) is its alpha-blending weight in pixel p of view v (the
+weight that renders colour) and f_v(p) the language feature of the segment that pixel lies in.
+f_i is then quantised by the LQC onto the same codebook the queries use.
+
+The weights come from one backward pass per view and chunk of segments, with either rasterizer
+(gsplat on CUDA, the torch compositor on the CPU): the gradient of sum_p <g(p), render(p)> with
+respect to Gaussian i's feature channels is sum_p w_i(p) g(p); with g the one-hot map of the
+view's segments it is Gaussian i's weight inside every segment at once.
+
+Only evidence from views in which the Gaussian lies on the observed surface counts (surface
+support): its centre projects inside the image at a depth that agrees with the view's depth
+(the sensor's where it has a reading, else the field's own rendered depth). Hidden Gaussians
+(behind surfaces: transmittance ~0), floaters in front of surfaces and Gaussians no view sees
+get no evidence; a Gaussian whose evidence at a level is below ``min_weight`` is *unobserved*
+there and is never selected by a query.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from langx_ros.core.config_fields import param
+from langx_ros.core.field.gaussians import gaussian_normals, normals_facing
+from langx_ros.core.field.render import rasterize
+
+SEMANTIC_MODES = ("register", "train", "register+train")
+
+
+@dataclass
+class RegistrationConfig:
+    """How Gaussians get their language codes and when they count as observed."""
+
+    mode: str = param(
+        "register",
+        "How Gaussians get language codes: 'register' (training-free: each Gaussian takes the "
+        "blending-weighted mean feature of the pixels it renders in the views where it lies on the "
+        "observed surface, quantised by the LQC; the field trains geometry only), 'train' (the "
+        "LangScene-X semantic losses alone), 'register+train' (registration after the geometry "
+        "phase initialises the semantic training). Every mode marks unobserved Gaussians.",
+        choices=SEMANTIC_MODES,
+    )
+    min_weight: float = param(
+        0.1, "Evidence (sum of blending weights over supported views, in pixels) a Gaussian needs at a level to count as observed there.",
+        min=0.0, max=1e6,
+    )
+    support_abs: float = param(0.03, "Surface support: largest depth difference (m) between a Gaussian's centre and the view's depth.", min=0.0, max=10.0)
+    support_rel: float = param(0.02, "Surface support: ... or this fraction of the depth, whichever is larger.", min=0.0, max=1.0)
+    chunk: int = param(64, "Segments registered per backward pass (bounds memory: N x chunk floats).", min=1, max=4096)
+
+
+@dataclass
+class RegistrationView:
+    """One view to register from: camera, optional sensor depth, and per level the segment id
+    map with one feature per segment (a level with no features is skipped)."""
+
+    viewmat: torch.Tensor  # (4, 4) world-to-camera
+    K: torch.Tensor  # (3, 3)
+    width: int
+    height: int
+    seg: torch.Tensor | None  # (L, H, W) int segment ids, -1 = none
+    features: Sequence[torch.Tensor]  # per level (S_l, F) feature of segment s; (0, *) = none
+    depth: torch.Tensor | None = None  # (H, W) metres, NaN = no reading
+
+
+@dataclass
+class Registration:
+    """Per-Gaussian results of a registration (tensors on the field's device)."""
+
+    features: list[torch.Tensor | None]  # per level (N, F) weighted mean feature (None: no level features)
+    evidence: torch.Tensor  # (N, L) supported blending weight inside labelled pixels, per level
+    weight: torch.Tensor  # (N,) supported blending weight over all pixels
+    normals: torch.Tensor  # (N, 3) unit normals facing the view that saw the Gaussian most
+    support_views: torch.Tensor  # (N,) number of views with surface support
+
+    def observed(self, min_weight: float) -> torch.Tensor:
+        """(N, L) bool: enough evidence at each level."""
+        return self.evidence >= min_weight
+
+
+def surface_support(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, depth: torch.Tensor,
+                    abs_tol: float, rel_tol: float) -> torch.Tensor:
+    """(N,) bool: the centre projects inside the image, in front of the camera, at a depth within
+    max(abs_tol, rel_tol * depth) of ``depth`` (H, W) at its pixel (NaN = no reading: no support)."""
+    h, w = depth.shape
+    pc = means @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = pc[:, 2]
+    zs = z.clamp(min=1e-6)
+    u = torch.floor(K[0, 0] * pc[:, 0] / zs + K[0, 2]).long()
+    v = torch.floor(K[1, 1] * pc[:, 1] / zs + K[1, 2]).long()
+    inside = (z > 1e-6) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    d = depth[v.clamp(0, h - 1), u.clamp(0, w - 1)]
+    tol = torch.clamp(rel_tol * d, min=abs_tol)
+    return inside & torch.isfinite(d) & ((z - d).abs() <= tol)
+
+
+def blend_weights(geom: dict[str, torch.Tensor], targets: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
+                  width: int, height: int, backend: str = "auto") -> torch.Tensor:
+    """(N, C) sum over pixels of each Gaussian's blending weight times ``targets`` (H, W, C).
+
+    One forward and one backward pass of the rasterizer: the gradient of sum <targets, render>
+    with respect to per-Gaussian channels. ``geom``: activated means, quats, scales, opacities.
+    """
+    n, c = geom["means"].shape[0], targets.shape[-1]
+    ch = torch.zeros(n, c, device=geom["means"].device, dtype=torch.float32, requires_grad=True)
+    with torch.enable_grad():
+        out = rasterize(geom["means"], geom["quats"], geom["scales"], geom["opacities"], ch, viewmat, K, width, height,
+                        backend=backend)
+        (out.features * targets).sum().backward()
+    return ch.grad.detach()
+
+
+@torch.no_grad()
+def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], num_levels: int, cfg: RegistrationConfig,
+             backend: str = "auto", check_cancel: Callable[[], None] | None = None) -> Registration:
+    """Register the segment features of ``views`` onto the Gaussians ``geom`` (activated
+    means, quats, scales, opacities; detached).
+
+    Costs per view: one render for the rendered depth (only where the view has no sensor depth)
+    and one backward pass per ``cfg.chunk`` segments of each level.
+    """
+    means = geom["means"].detach()
+    geom = {k: geom[k].detach() for k in ("means", "quats", "scales", "opacities")}
+    n, dev = means.shape[0], means.device
+    evidence = torch.zeros(n, num_levels, device=dev)
+    weight = torch.zeros(n, device=dev)
+    best = torch.zeros(n, device=dev)
+    normals = gaussian_normals(geom["quats"], geom["scales"])
+    facing = normals.clone()
+    support_views = torch.zeros(n, dtype=torch.int32, device=dev)
+    feats: list[torch.Tensor | None] = [None] * num_levels
+    for view in views:
+        if check_cancel is not None:
+            check_cancel()
+        vm, K = view.viewmat.to(dev), view.K.to(dev)
+        depth = view.depth.to(dev) if view.depth is not None else None
+        rendered = rasterize(geom["means"], geom["quats"], geom["scales"], geom["opacities"],
+                             torch.zeros(n, 1, device=dev), vm, K, view.width, view.height, backend=backend)
+        field_depth = torch.where(rendered.alpha[..., 0] > 0.5, rendered.depth[..., 0], torch.full_like(rendered.depth[..., 0], float("nan")))
+        if depth is not None:  # the sensor where it has a reading, the field's own surface elsewhere
+            field_depth = torch.where(torch.isfinite(depth), depth, field_depth)
+        sup = surface_support(means, vm, K, field_depth, cfg.support_abs, cfg.support_rel)
+        support_views += sup.to(torch.int32)
+        ones = torch.ones(view.height, view.width, 1, device=dev)
+        w_all = blend_weights(geom, ones, vm, K, view.width, view.height, backend)[:, 0] * sup
+        weight += w_all
+        more = w_all > best
+        best = torch.where(more, w_all, best)
+        center = -vm[:3, :3].T @ vm[:3, 3]
+        facing = torch.where(more[:, None], normals_facing(normals, means, center), facing)
+        if view.seg is None:
+            continue
+        for lvl in range(num_levels):
+            f_seg = view.features[lvl] if lvl < len(view.features) else None
+            if f_seg is None or f_seg.shape[0] == 0:
+                continue
+            f_seg = F.normalize(f_seg.to(dev, torch.float32), dim=-1)
+            seg = view.seg[lvl].to(dev).long()
+            if feats[lvl] is None:
+                feats[lvl] = torch.zeros(n, f_seg.shape[1], device=dev)
+            for s0 in range(0, f_seg.shape[0], cfg.chunk):
+                s1 = min(s0 + cfg.chunk, f_seg.shape[0])
+                onehot = (seg[..., None] == torch.arange(s0, s1, device=dev)).float()  # (H, W, c)
+                if not onehot.any():
+                    continue
+                w = blend_weights(geom, onehot, vm, K, view.width, view.height, backend) * sup[:, None]  # (N, c)
+                evidence[:, lvl] += w.sum(1)
+                feats[lvl] += w @ f_seg[s0:s1]
+    for lvl in range(num_levels):
+        if feats[lvl] is not None:
+            feats[lvl] = feats[lvl] / evidence[:, lvl : lvl + 1].clamp(min=1e-12)
+    return Registration(feats, evidence, weight, facing, support_views)
+
+
+@torch.no_grad()
+def registered_codes(reg: Registration, lqc, current: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """(N, L * D) codes per level: the LQC quantisation of the registered feature of every Gaussian
+    with any evidence there; a Gaussian with none takes the code of its nearest neighbour with
+    evidence (so rendered code maps, the 2D answers, have no holes; it stays unobserved and is
+    never selected in 3D). Levels without features keep ``current``."""
+    from scipy.spatial import cKDTree
+
+    n, levels = reg.evidence.shape
+    d = current.shape[1] // levels
+    out = current.detach().clone().reshape(n, levels, d)
+    for lvl, f in enumerate(reg.features):
+        if f is None:
+            continue
+        seen = reg.evidence[:, lvl] > 0
+        ids = torch.nonzero(seen).squeeze(1)
+        if ids.numel() == 0:
+            continue
+        out[ids, lvl] = lqc.quantize(f[ids].to(lqc.codebook.device))[1].to(out)
+        rest = torch.nonzero(~seen).squeeze(1)
+        if rest.numel():
+            m = means.detach().cpu().numpy()
+            _, nn = cKDTree(m[ids.cpu().numpy()]).query(m[rest.cpu().numpy()], k=1, workers=-1)
+            out[rest, lvl] = out[ids[torch.as_tensor(nn, device=ids.device)], lvl]
+    return out.reshape(n, levels * d)

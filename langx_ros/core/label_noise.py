@@ -1,0 +1,97 @@
+"""Noisy labels that imitate SAM/CLIP, for the oracle-feature protocol on real frames.
+
+Real features are never clean: SAM's masks miss or spill over object borders by a few pixels and
+sometimes merge or split objects, and CLIP's feature for a segment is only near the text
+embedding of its name. :class:`NoisyOracleSemantics` wraps the oracle protocol (true instance
+ids as segments, label embeddings as features) with that kind of noise, deterministic per
+frame and seed:
+
+- every segment's mask is eroded or dilated by up to ``morph_px`` pixels and shifted by up to
+  ``shift_px`` pixels (segments painted in a random order, so spills overwrite neighbours);
+- a fraction ``relabel`` of the segments takes another label;
+- each segment's feature is its label's embedding plus Gaussian noise of relative size
+  ``feature_sigma``, renormalised.
+
+Everything built on it must say so ("NOISY oracle labels" in the provenance).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from langx_ros.core.frames import Frame
+
+
+@dataclass(frozen=True)
+class LabelNoise:
+    """How much noise; the defaults are the benchmark's 'noisy labels' setting."""
+
+    shift_px: int = 3
+    morph_px: int = 3
+    relabel: float = 0.1
+    feature_sigma: float = 0.1
+    seed: int = 0
+
+    def describe(self) -> str:
+        return (f"NOISY oracle labels (masks eroded/dilated by <= {self.morph_px} px and shifted by <= {self.shift_px} px, "
+                f"{self.relabel:.0%} of segments relabelled, features jittered by {self.feature_sigma:g})")
+
+
+def _rng(frame_id: str, seed: int) -> np.random.Generator:
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}:{frame_id}".encode()).digest()[:8], "little"))
+
+
+def noisy_id_map(ids: np.ndarray, num_labels: int, noise: LabelNoise, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) int64 id map with the mask noise of ``noise`` (-1 = no segment).
+
+    Returns the ids after erosion/dilation, shift and relabelling of each segment of ``ids``.
+    """
+    import cv2
+
+    h, w = ids.shape
+    out = np.full((h, w), -1, np.int64)
+    segs = [int(s) for s in np.unique(ids) if s >= 0]
+    for s in rng.permutation(segs) if segs else []:
+        m = (ids == s).astype(np.uint8)
+        k = int(rng.integers(-noise.morph_px, noise.morph_px + 1)) if noise.morph_px > 0 else 0
+        if k:
+            kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(k) + 1, 2 * abs(k) + 1))
+            m = cv2.dilate(m, kernel) if k > 0 else cv2.erode(m, kernel)
+        if noise.shift_px > 0:
+            dx, dy = (int(v) for v in rng.integers(-noise.shift_px, noise.shift_px + 1, 2))
+            m = cv2.warpAffine(m, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST)
+        label = int(s)
+        if num_labels > 1 and rng.random() < noise.relabel:
+            label = int(rng.choice([i for i in range(num_labels) if i != s]))
+        out[m > 0] = label
+    return out
+
+
+def jittered_features(features: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """(M, F) unit features: each row plus Gaussian noise of norm ~ ``sigma``, renormalised."""
+    f = np.asarray(features, np.float32)
+    f = f / np.linalg.norm(f, axis=1, keepdims=True).clip(min=1e-12)
+    noisy = f + rng.normal(0, sigma / np.sqrt(f.shape[1]), f.shape).astype(np.float32)
+    return noisy / np.linalg.norm(noisy, axis=1, keepdims=True).clip(min=1e-12)
+
+
+class NoisyOracleSemantics:
+    """SemanticSource: the oracle protocol's instance ids and label features, with noise.
+
+    ``frame.instances`` holds the true ids (index into ``label_features``; < 0 = none)."""
+
+    levels = ["instance"]
+
+    def __init__(self, label_features: np.ndarray, noise: LabelNoise, provenance: str):
+        self._features = np.asarray(label_features, np.float32)
+        self.noise = noise
+        self.provenance = f"{provenance}; {noise.describe()}"
+
+    def segment_features(self, frame: Frame) -> list[tuple[np.ndarray, np.ndarray]]:
+        if frame.instances is None:
+            raise KeyError(f"oracle-feature protocol: frame {frame.frame_id} has no instance ids")
+        rng = _rng(frame.frame_id, self.noise.seed)
+        ids = np.where(frame.instances < len(self._features), frame.instances, -1)
+        return [(noisy_id_map(ids, len(self._features), self.noise, rng), jittered_features(self._features, self.noise.feature_sigma, rng))]

@@ -1,0 +1,112 @@
+"""Scoring 3D answers against labelled scenes: per object found, 3D precision and recall against
+the object's observed surface, centroid error, wrong-object answers, and held-out 2D IoU.
+
+Used by bench/real_scene.py (full size, GPU) and the CPU tests (small size) alike.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+SURFACE_TOL = 0.05  # metres: a returned point is on the object when within this of its observed surface
+INSTANCE_GAP = 0.05  # metres: surface points of one label farther apart than ~this are separate instances
+
+
+@dataclass
+class ObjectScore:
+    """How one query for one labelled object was answered."""
+
+    name: str
+    found: bool
+    score: float
+    points: int
+    precision: float  # returned points within SURFACE_TOL of the object's observed surface
+    recall: float  # surface points of the answered instance within SURFACE_TOL of a returned point
+    centroid_error: float  # metres, |answer centroid - answered instance's surface centroid| (nan when not found)
+    wrong_object: bool  # found, but most returned points are off the object
+    nearest_other: str  # the labelled object the off-object points lie on most (or "" / "unlabelled")
+    instances: int = 0
+    recall_all: float = 0.0  # the same over every instance of the label (two sofas: both)
+    iou_2d: dict[str, float] = field(default_factory=dict)  # held-out view -> IoU of the LangSplat mask
+    iou_3d: dict[str, float] = field(default_factory=dict)  # held-out view -> IoU of the 3D answer rendered
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def surface_instances(points: np.ndarray, gap: float = INSTANCE_GAP) -> np.ndarray:
+    """(K,) instance id of each surface point of one label (a label may name two sofas)."""
+    import torch
+
+    from langx_ros.core.query import connected_instances
+
+    return connected_instances(torch.as_tensor(np.asarray(points, np.float64)), gap / 2).numpy()
+
+
+def score_points(name: str, found: bool, score: float, points: np.ndarray, surfaces: dict[str, np.ndarray],
+                 tol: float = SURFACE_TOL, instances: int = 0) -> ObjectScore:
+    """Score an answer's (M, 3) world points for the object ``name`` against every labelled
+    object's observed surface points (``surfaces``: name -> (K, 3)).
+
+    Where the label covers several instances (separate surface parts), recall and centroid
+    error are those of the instance most of the answer's on-object points lie on; ``recall_all``
+    is over all of them.
+    """
+    from scipy.spatial import cKDTree
+
+    gt = surfaces[name]
+    pts = np.asarray(points, np.float64).reshape(-1, 3)
+    if not found or len(pts) == 0 or len(gt) == 0:
+        return ObjectScore(name, bool(found and len(pts)), float(score), len(pts), 0.0, 0.0, float("nan"), False, "", instances)
+    d, nearest = cKDTree(gt).query(pts)
+    on = d <= tol
+    covered = cKDTree(pts).query(gt)[0] <= tol
+    precision = float(on.mean())
+    comp = surface_instances(gt)
+    answered = int(np.bincount(comp[nearest[on]]).argmax()) if on.any() else int(np.bincount(comp[nearest]).argmax())
+    inst = comp == answered
+    others = {k: (cKDTree(v).query(pts[~on])[0] <= tol).sum() for k, v in surfaces.items() if k != name and len(v) and (~on).any()}
+    nearest_other = max(others, key=others.get) if others and max(others.values()) > 0 else ("unlabelled" if (~on).any() else "")
+    err = float(np.linalg.norm(pts.mean(0) - gt[inst].mean(0)))
+    return ObjectScore(name, True, float(score), len(pts), precision, float(covered[inst].mean()), err, precision < 0.5,
+                       nearest_other, instances, float(covered.mean()))
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IoU of two boolean masks (1.0 when both are empty)."""
+    union = np.logical_or(pred, gt).sum()
+    return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
+
+
+def summarise(scores: list[ObjectScore]) -> dict:
+    """Means over objects and the counts the targets are stated in."""
+    found = [s for s in scores if s.found]
+    iou2 = [v for s in scores for v in s.iou_2d.values()]
+    iou3 = [v for s in scores for v in s.iou_3d.values()]
+    mean = lambda xs: float(np.mean(xs)) if len(xs) else float("nan")  # noqa: E731
+    return {
+        "objects": len(scores),
+        "found": len(found),
+        "wrong_object": sum(s.wrong_object for s in scores),
+        "mean_precision": mean([s.precision for s in found]),
+        "min_precision": min([s.precision for s in found], default=float("nan")),
+        "mean_recall": mean([s.recall for s in found]),
+        "min_recall": min([s.recall for s in found], default=float("nan")),
+        "mean_centroid_error": mean([s.centroid_error for s in found]),
+        "max_centroid_error": max([s.centroid_error for s in found], default=float("nan")),
+        "miou_2d": mean(iou2),
+        "miou_3d_rendered": mean(iou3),
+    }
+
+
+def format_table(scores: list[ObjectScore]) -> str:
+    """A fixed-width table of per-object scores."""
+    lines = [f"{'object':<22} {'found':>5} {'score':>6} {'points':>7} {'prec':>5} {'recall':>6} {'c.err m':>7} "
+             f"{'wrong':>5} {'2D IoU':>6} {'3D->2D':>6}  off-object points on"]
+    for s in scores:
+        i2 = np.mean(list(s.iou_2d.values())) if s.iou_2d else float("nan")
+        i3 = np.mean(list(s.iou_3d.values())) if s.iou_3d else float("nan")
+        lines.append(f"{s.name[:22]:<22} {str(s.found):>5} {s.score:6.3f} {s.points:7d} {s.precision:5.2f} {s.recall:6.2f} "
+                     f"{s.centroid_error:7.3f} {str(s.wrong_object):>5} {i2:6.2f} {i3:6.2f}  {s.nearest_other}")
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""Semantic registration: blending weights from the backward pass, surface support, observed marks."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from langx_ros.core.field.gaussians import init_from_points
+from langx_ros.core.field.registration import (
+    RegistrationConfig,
+    RegistrationView,
+    blend_weights,
+    register,
+    surface_support,
+)
+from langx_ros.core.field.render import rasterize
+from langx_ros.core.field.train import activated
+from langx_ros.core.frames import backproject
+from langx_ros.core.synthetic import OracleTextEncoder, make_scene
+
+K = torch.tensor([[50.0, 0, 16], [0, 50.0, 12], [0, 0, 1]])
+EYE = torch.eye(4)
+
+
+def _geom(means, opac, scale=0.05):
+    n = len(means)
+    return {"means": torch.tensor(means, dtype=torch.float32), "quats": torch.tensor([[1.0, 0, 0, 0]] * n),
+            "scales": torch.full((n, 3), scale), "opacities": torch.tensor(opac, dtype=torch.float32)}
+
+
+def test_weights_of_two_stacked_gaussians_are_front_alpha_and_transmitted_alpha():
+    # both centred on pixel (16, 12)'s centre: alpha there = opacity (sigma = 0)
+    x = (16.5 - 16) / 50.0
+    y = (12.5 - 12) / 50.0
+    g = _geom([[x * 1.0, y * 1.0, 1.0], [x * 2.0, y * 2.0, 2.0]], [0.5, 0.6])
+    onehot = torch.zeros(24, 32, 1)
+    onehot[12, 16] = 1.0
+    w = blend_weights(g, onehot, EYE, K, 32, 24, backend="torch")[:, 0]
+    assert torch.allclose(w, torch.tensor([0.5, 0.5 * 0.6]), atol=1e-4), w
+
+
+def test_total_weights_sum_to_the_rendered_alpha():
+    rng = np.random.default_rng(0)
+    means = np.c_[rng.uniform(-0.3, 0.3, (40, 2)), rng.uniform(1.0, 2.0, 40)]
+    g = _geom(means, rng.uniform(0.2, 0.9, 40).tolist(), 0.04)
+    ones = torch.ones(24, 32, 1)
+    w = blend_weights(g, ones, EYE, K, 32, 24, backend="torch")[:, 0]
+    out = rasterize(g["means"], g["quats"], g["scales"], g["opacities"], torch.zeros(40, 1), EYE, K, 32, 24, backend="torch")
+    assert abs(float(w.sum()) - float(out.alpha.sum())) < 1e-3 * float(out.alpha.sum())
+    # a Gaussian behind the others at the same place gets less than when it is alone
+    assert float(w.min()) >= 0.0
+
+
+def test_surface_support_needs_matching_depth_inside_the_image():
+    depth = torch.full((24, 32), 2.0)
+    depth[0, 0] = float("nan")
+    means = torch.tensor([[0.0, 0.0, 2.01], [0.0, 0.0, 1.5], [5.0, 0.0, 2.0], [-16 / 50 * 2.0 + 0.01, -12 / 50 * 2.0 + 0.01, 2.0],
+                          [0.0, 0.0, -2.0]])
+    sup = surface_support(means, EYE, K, depth, 0.03, 0.0)
+    assert sup.tolist() == [True, False, False, False, False]  # on / in front / outside / no reading / behind
+
+
+def _scene_and_views(width=48, height=36):
+    scene = make_scene(4, width, height)
+    enc = OracleTextEncoder(scene.labels, dim=16)
+    feats = torch.as_tensor(enc.encode(scene.labels))
+    views = []
+    for f, ins in zip(scene.frames, scene.instances):
+        seg = torch.as_tensor(np.where(ins >= 0, ins, -1))[None]
+        views.append(RegistrationView(torch.tensor(np.linalg.inv(f.pose), dtype=torch.float32), torch.tensor(f.K, dtype=torch.float32),
+                                      f.width, f.height, seg, [feats], torch.as_tensor(f.depth, dtype=torch.float32)))
+    return scene, feats, views
+
+
+def test_registration_labels_seen_gaussians_and_leaves_hidden_and_floating_ones_unobserved():
+    scene, feats, views = _scene_and_views()
+    pts, nrm, lab = [], [], []
+    for f, ins, nm in zip(scene.frames[:2], scene.instances[:2], scene.normals[:2]):
+        p, _, pix = backproject(f, 1)
+        pts.append(p)
+        nrm.append(nm[pix[:, 0], pix[:, 1]])
+        lab.append(ins[pix[:, 0], pix[:, 1]])
+    pts, nrm, lab = np.concatenate(pts), np.concatenate(nrm), np.concatenate(lab)
+    keep = lab >= 0
+    surf, surf_nrm, surf_lab = pts[keep][::3], nrm[keep][::3], lab[keep][::3]
+    rng = np.random.default_rng(1)
+    # floaters: between the first camera and the scene; hidden: 0.4 m under the floor
+    cam = scene.frames[0].pose[:3, 3]
+    floaters = cam + (surf[rng.choice(len(surf), 30)] - cam) * 0.5
+    hidden = surf[surf_lab == 0][rng.choice(int((surf_lab == 0).sum()), 30)] - np.array([0, 0, 0.4])
+    allp = np.concatenate([surf, floaters, hidden]).astype(np.float32)
+    alln = np.concatenate([surf_nrm, np.tile([[0.0, 0.0, 1.0]], (60, 1))]).astype(np.float32)
+    params = init_from_points(allp, np.zeros((len(allp), 3), np.uint8), alln, 3, 10**6, flatness=0.3, initial_opacity=0.9)
+    assert params["means"].shape[0] == len(allp)
+    with torch.no_grad():
+        params["scales"] -= float(np.log(2))  # initial scales overlap heavily; trained surface Gaussians are tighter
+        params["scales"][len(surf):] = float(np.log(0.01))  # small floaters (isolated points would start large)
+    cfg = RegistrationConfig(support_abs=0.05)
+    reg = register(activated(params), views, 1, cfg, backend="torch")
+    obs = reg.observed(cfg.min_weight)[:, 0].numpy()
+    n = len(surf)
+    assert obs[:n].mean() > 0.9, obs[:n].mean()
+    assert obs[n:].sum() == 0, f"{obs[n:n + 30].sum()} floaters and {obs[n + 30:].sum()} hidden Gaussians marked observed"
+    pred = (torch.nn.functional.normalize(reg.features[0][:n], dim=1) @ feats.T).argmax(1).numpy()
+    acc = (pred[obs[:n]] == surf_lab[obs[:n]]).mean()
+    assert acc > 0.95, acc
+    # normals face the cameras that saw the Gaussians (the floor's normal points up)
+    floor = (surf_lab == 0) & obs[:n]
+    assert (reg.normals[:n][floor, 2] > 0.7).float().mean() > 0.9
+
+
+def test_codes_of_gaussians_without_evidence_come_from_their_nearest_seen_neighbour():
+    from langx_ros.core.field.registration import Registration, registered_codes
+
+    class Snap:  # a stand-in LQC: the code of a feature is its first three channels
+        codebook = torch.zeros(1, 3)
+
+        def quantize(self, f):
+            return None, f[:, :3]
+
+    feats = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    reg = Registration([feats], torch.tensor([[2.0], [0.05], [0.0], [0.0]]), torch.zeros(4), torch.zeros(4, 3), torch.zeros(4))
+    means = torch.tensor([[0.0, 0, 0], [5.0, 0, 0], [0.1, 0, 0], [4.9, 0, 0]])
+    codes = registered_codes(reg, Snap(), torch.full((4, 3), 9.0), means)
+    assert codes.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]]  # weak evidence still codes; none copies
+    assert reg.observed(0.1)[:, 0].tolist() == [True, False, False, False]  # but only the first is observed

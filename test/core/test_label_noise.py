@@ -1,0 +1,48 @@
+"""Label noise that imitates SAM/CLIP: deterministic, bounded, and it does change the labels."""
+from __future__ import annotations
+
+import numpy as np
+
+from langx_ros.core.frames import Frame
+from langx_ros.core.label_noise import LabelNoise, NoisyOracleSemantics, jittered_features, noisy_id_map
+
+
+def _ids():
+    ids = np.zeros((60, 80), np.int64)
+    ids[10:40, 10:40] = 1
+    ids[20:50, 50:75] = 2
+    ids[:5] = -1
+    return ids
+
+
+def test_masks_move_by_at_most_the_bounds():
+    ids = _ids()
+    noise = LabelNoise(shift_px=3, morph_px=2, relabel=0.0)
+    out = noisy_id_map(ids, 3, noise, np.random.default_rng(0))
+    for k in (1, 2):
+        ys, xs = np.nonzero(out == k)
+        y0, x0 = np.nonzero(ids == k)[0].min(), np.nonzero(ids == k)[1].min()
+        assert abs(ys.min() - y0) <= 5 and abs(xs.min() - x0) <= 5
+    assert (out != ids).any()  # something moved
+    assert 0.7 < (out == 1).sum() / (ids == 1).sum() < 1.4
+
+
+def test_relabelling_changes_about_the_asked_fraction_of_segments():
+    rng = np.random.default_rng(1)
+    ids = np.repeat(np.arange(40), 25).reshape(40, 25)  # 40 segments of 25 pixels
+    changed = 0
+    for _ in range(10):
+        out = noisy_id_map(ids, 40, LabelNoise(shift_px=0, morph_px=0, relabel=0.1), rng)
+        changed += sum(int(np.bincount(out[ids == s] + 1).argmax()) - 1 != s for s in range(40))
+    assert 20 <= changed <= 60  # 10 % of 400
+
+
+def test_features_are_jittered_unit_vectors_and_the_source_is_deterministic():
+    f = np.eye(4, 8, dtype=np.float32)
+    j = jittered_features(f, 0.1, np.random.default_rng(0))
+    assert np.allclose(np.linalg.norm(j, axis=1), 1) and (j * f).sum(1).min() > 0.95 and not np.allclose(j, f)
+    src = NoisyOracleSemantics(f, LabelNoise(), "oracle")
+    frame = Frame("kf-1", np.zeros((60, 80, 3), np.uint8), np.eye(3), instances=_ids())
+    (a, fa), = src.segment_features(frame)
+    (b, fb), = src.segment_features(frame)
+    assert np.array_equal(a, b) and np.array_equal(fa, fb) and "NOISY" in src.provenance
