@@ -47,8 +47,7 @@ def synthetic_scene(width: int, height: int, views: int = 8) -> LoadedScene:
     spec = SceneSpec("synthetic", "", "", tuple(f.frame_id for f in frames[:views]), tuple(f.frame_id for f in frames[views:]),
                      "generated scene")
     surfaces = {lab: sc.surface_points(k, 0.01) for k, lab in enumerate(sc.labels) if k >= 1}
-    return LoadedScene(spec, frames[:views], frames[views:], list(sc.labels), surfaces,
-                       {f.frame_id: f.instances for f in frames[views:]})
+    return LoadedScene(spec, frames[:views], frames[views:], list(sc.labels), surfaces)
 
 
 def all_texts(scenes: list[LoadedScene], qcfg: QueryConfig) -> list[str]:

@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langx_ros.core.frames import Frame, load_rgbd_frame
+from langx_ros.core.frames import Frame, load_rgbd_frame, rays_at
 
 ANNOTATIONS_FILE = "annotations.json"
 DEFAULT_TOLERANCE = 0.03  # metres: depth agreement for propagation and the cross-view check ...
@@ -100,12 +100,7 @@ def pixel_points(frame: Frame, mask: np.ndarray) -> np.ndarray:
     if frame.depth is None or frame.pose is None:
         raise ValueError(f"frame {frame.frame_id}: needs depth and pose")
     rows, cols = np.nonzero(mask & np.isfinite(frame.depth))
-    K = frame.K
-    v = rows + 0.5
-    y = (v - K[1, 2]) / K[1, 1]
-    x = (cols + 0.5 - K[0, 2] - K[0, 1] * y) / K[0, 0]  # as frames.pixel_rays, at these pixels only
-    z = frame.depth[rows, cols].astype(np.float64)
-    pts_cam = np.stack([x * z, y * z, z], axis=1)
+    pts_cam = rays_at(frame.K, rows, cols) * frame.depth[rows, cols, None].astype(np.float64)
     return pts_cam @ frame.pose[:3, :3].T + frame.pose[:3, 3]
 
 

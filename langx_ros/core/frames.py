@@ -160,12 +160,18 @@ def load_rgbd_frame(folder: str | Path, frame_id: str, depth_scale: float = 1000
 # --------------------------------------------------------------------------------------------
 
 
+def rays_at(K: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(..., 3) camera-frame rays through the centres of pixels (rows, cols), z = 1."""
+    v = np.asarray(rows, dtype=np.float64) + 0.5
+    y = (v - K[1, 2]) / K[1, 1]
+    x = (np.asarray(cols, dtype=np.float64) + 0.5 - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    return np.stack([x, y, np.ones_like(x)], axis=-1)
+
+
 def pixel_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
     """(H, W, 3) camera-frame rays through pixel centres with z = 1 (so depth * ray = point)."""
-    u, v = np.meshgrid(np.arange(width, dtype=np.float64) + 0.5, np.arange(height, dtype=np.float64) + 0.5)
-    x = (u - K[0, 2] - K[0, 1] * ((v - K[1, 2]) / K[1, 1])) / K[0, 0]
-    y = (v - K[1, 2]) / K[1, 1]
-    return np.stack([x, y, np.ones_like(x)], axis=-1)
+    cols, rows = np.meshgrid(np.arange(width), np.arange(height))
+    return rays_at(K, rows, cols)
 
 
 def backproject(frame: Frame, stride: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

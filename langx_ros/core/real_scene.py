@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from langx_ros.core.annotations import SceneLabels, load_scene_labels, object_points
+from langx_ros.core.annotations import SceneLabels, default_data_root, load_scene_labels, object_points
 from langx_ros.core.config import QueryConfig
 from langx_ros.core.field.registration import RegistrationConfig
 from langx_ros.core.field.train import FieldConfig
@@ -36,7 +36,7 @@ from langx_ros.core.scene_eval import ObjectScore, mask_iou, score_points, summa
 from langx_ros.core.synthetic import ORACLE_PROVENANCE, OracleSemantics
 
 REPO = Path(__file__).resolve().parents[2]
-DATA_ROOT = REPO.parent / "shared" / "data"
+DATA_ROOT = default_data_root()
 BACKGROUND = "background"
 
 
@@ -45,7 +45,7 @@ class SceneSpec:
     name: str
     data: str  # folder under the data root
     labels: str  # label folder: relative to the repository, or "" = beside the frames
-    train: tuple[str, ...]  # frame ids ("" = the rule below)
+    train: tuple[str, ...]  # frame ids
     held_out: tuple[str, ...]
     note: str = ""
 
@@ -74,10 +74,9 @@ def scene_spec(name: str, data_root: Path = DATA_ROOT) -> SceneSpec:
 class LoadedScene:
     spec: SceneSpec
     train: list[Frame]  # with instances: 0 = background, k = object k
-    held_out: list[Frame]
+    held_out: list[Frame]  # instances as in train: the ground truth of the held-out views
     names: list[str]  # label names by instance id (0 = background)
     surfaces: dict[str, np.ndarray]  # object name -> observed surface points of the training frames
-    held_ids: dict[str, np.ndarray]  # held-out frame id -> (H, W) label id map
 
 
 def load_scene(spec: SceneSpec, width: int = 640, height: int = 480, data_root: Path = DATA_ROOT,
@@ -101,8 +100,7 @@ def load_scene(spec: SceneSpec, width: int = 640, height: int = 480, data_root: 
         f = dataclasses.replace(full[i], instances=remap[ids[i]])
         return f if (f.width, f.height) == (width, height) else resize_frame(f, width, height)
 
-    held = [prep(i) for i in spec.held_out]
-    return LoadedScene(spec, [prep(i) for i in train_ids], held, names, surfaces, {f.frame_id: f.instances for f in held})
+    return LoadedScene(spec, [prep(i) for i in train_ids], [prep(i) for i in spec.held_out], names, surfaces)
 
 
 class EmbeddingTable:
@@ -173,7 +171,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     for f in scene.held_out:
         cam = Camera.of(f)
         maps = query_2d(field, qtexts, cam.viewmat, cam.K, cam.width, cam.height, text, canon, qcfg)
-        gt_ids = scene.held_ids[f.frame_id]
+        gt_ids = f.instances
         for k, (s, m, mp) in enumerate(zip(scores, matches, maps), start=1):
             gt = gt_ids == k
             if gt.sum() < 50:  # not visible in this view

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from langx_ros.core.config_fields import param
 from langx_ros.core.field.gaussians import gaussian_normals, normals_facing
-from langx_ros.core.field.render import rasterize
+from langx_ros.core.field.render import RenderOutput, rasterize
 
 SEMANTIC_MODES = ("register", "train", "register+train")
 
@@ -109,13 +109,19 @@ def blend_weights(geom: dict[str, torch.Tensor], targets: torch.Tensor, viewmat:
     One forward and one backward pass of the rasterizer: the gradient of sum <targets, render>
     with respect to per-Gaussian channels. ``geom``: activated means, quats, scales, opacities.
     """
+    return _blend(geom, targets, viewmat, K, width, height, backend)[0]
+
+
+def _blend(geom: dict[str, torch.Tensor], targets: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
+           width: int, height: int, backend: str) -> tuple[torch.Tensor, RenderOutput]:
+    """:func:`blend_weights` and the forward render it made (alpha and expected depth of the view)."""
     n, c = geom["means"].shape[0], targets.shape[-1]
     ch = torch.zeros(n, c, device=geom["means"].device, dtype=torch.float32, requires_grad=True)
     with torch.enable_grad():
         out = rasterize(geom["means"], geom["quats"], geom["scales"], geom["opacities"], ch, viewmat, K, width, height,
                         backend=backend)
         (out.features * targets).sum().backward()
-    return ch.grad.detach()
+    return ch.grad.detach(), out
 
 
 @torch.no_grad()
@@ -124,8 +130,8 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
     """Register the segment features of ``views`` onto the Gaussians ``geom`` (activated
     means, quats, scales, opacities; detached).
 
-    Costs per view: one render for the rendered depth (only where the view has no sensor depth)
-    and one backward pass per ``cfg.chunk`` segments of each level.
+    Costs per view: one backward pass for the total weights (its forward render also gives the
+    field's depth, used where the sensor has none) and one per ``cfg.chunk`` segments of each level.
     """
     means = geom["means"].detach()
     geom = {k: geom[k].detach() for k in ("means", "quats", "scales", "opacities")}
@@ -142,15 +148,14 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
             check_cancel()
         vm, K = view.viewmat.to(dev), view.K.to(dev)
         depth = view.depth.to(dev) if view.depth is not None else None
-        rendered = rasterize(geom["means"], geom["quats"], geom["scales"], geom["opacities"],
-                             torch.zeros(n, 1, device=dev), vm, K, view.width, view.height, backend=backend)
+        ones = torch.ones(view.height, view.width, 1, device=dev)
+        w_ones, rendered = _blend(geom, ones, vm, K, view.width, view.height, backend)
         field_depth = torch.where(rendered.alpha[..., 0] > 0.5, rendered.depth[..., 0], torch.full_like(rendered.depth[..., 0], float("nan")))
         if depth is not None:  # the sensor where it has a reading, the field's own surface elsewhere
             field_depth = torch.where(torch.isfinite(depth), depth, field_depth)
-        sup = surface_support(means, vm, K, field_depth, cfg.support_abs, cfg.support_rel)
+        sup = surface_support(means, vm, K, field_depth.detach(), cfg.support_abs, cfg.support_rel)
         support_views += sup.to(torch.int32)
-        ones = torch.ones(view.height, view.width, 1, device=dev)
-        w_all = blend_weights(geom, ones, vm, K, view.width, view.height, backend)[:, 0] * sup
+        w_all = w_ones[:, 0] * sup
         weight += w_all
         more = w_all > best
         best = torch.where(more, w_all, best)
