@@ -27,6 +27,7 @@ import torch
 from _util import write_json
 
 from langx_ros.core.config import QueryConfig
+from langx_ros.core.field.registration import RegistrationConfig
 from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.label_noise import LabelNoise
 from langx_ros.core.lqc import LQCConfig
@@ -73,6 +74,8 @@ def main() -> None:
     ap.add_argument("--text-table", type=Path, help="precomputed text embeddings (JSON) instead of the MiniLM model")
     ap.add_argument("--write-text-table", type=Path, help="embed every text the benchmark uses with MiniLM, write JSON, exit")
     ap.add_argument("--synonyms", action="store_true", help="query some objects by a free word (tissues, plant, ...)")
+    ap.add_argument("--vote-rounds", type=int, nargs="+", default=[RegistrationConfig().vote_rounds],
+                    help="registration's cross-view vote rounds to compare (0 = the plain mean)")
     ap.add_argument("--out", default="real_scene")
     a = ap.parse_args()
     qcfg = QueryConfig()
@@ -107,11 +110,13 @@ def main() -> None:
         lqc_path = scene_lqc(scene, enc, lqc_cfg, qcfg_s.canonical_phrases, tmp / f"{name}.safetensors", a.device)
         for noise_name in a.noise:
             noise = LabelNoise() if noise_name == "noisy" else None
-            for mode in a.modes:
+            for mode, rounds in [(m, v) for m in a.modes for v in (a.vote_rounds if m != "train" else a.vote_rounds[:1])]:
                 queries = {n: SYNONYMS[n] for n in scene.names if n in SYNONYMS} if a.synonyms and name != "synthetic" else None
-                r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, queries=queries, lqc_path=lqc_path)
+                r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, RegistrationConfig(vote_rounds=rounds),
+                              queries=queries, lqc_path=lqc_path)
+                r["vote_rounds"] = rounds
                 scores = r.pop("_scores")
-                print(f"\n== {name} | {mode} | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
+                print(f"\n== {name} | {mode} (vote rounds {rounds}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
                       f"{a.iters} it, {a.device} ({torch.cuda.get_device_name(0) if str(a.device).startswith('cuda') else 'CPU'}) ==")
                 print(format_table(scores))
                 s = r["summary"]
@@ -127,7 +132,7 @@ def main() -> None:
     print("\nsummary (scene | mode | labels: found, wrong, min precision, min recall, max centroid error, 2D mIoU, register s)")
     for r in runs:
         s = r["summary"]
-        print(f"{r['scene']:>9} | {r['mode']:>14} | {r['noise'][:5]:>5}: {s['found']}/{s['objects']}, {s['wrong_object']}, "
+        print(f"{r['scene']:>9} | {r['mode']:>14} v{r['vote_rounds']} | {r['noise'][:5]:>5}: {s['found']}/{s['objects']}, {s['wrong_object']}, "
               f"{s['min_precision']:.2f}, {s['min_recall']:.2f}, {s['max_centroid_error'] * 100:.1f} cm, {s['miou_2d']:.2f}, "
               f"{r['timings'].get('register', float('nan')):.2f}")
 

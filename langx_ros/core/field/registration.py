@@ -5,7 +5,9 @@ Training-free, as Dr. Splat and Occam's LGS do it. Gaussian i gets the feature
     f_i = sum_v sum_p w_i(v, p) f_v(p) / sum_v sum_p w_i(v, p)
 
 where w_i(v, p) = T_i(p) alpha_i(p) is its alpha-blending weight in pixel p of view v (the
-weight that renders colour) and f_v(p) the language feature of the segment that pixel lies in.
+weight that renders colour) and f_v(p) the language feature of the segment that pixel lies in;
+the weights are normalised per view, so each view that sees the Gaussian has one vote (a near
+view, where it covers many pixels, does not outvote several far ones).
 f_i is then quantised by the LQC onto the same codebook the queries use.
 
 The weights come from one backward pass per view and chunk of segments, with either rasterizer
@@ -19,6 +21,16 @@ support): its centre projects inside the image at a depth that agrees with the v
 (behind surfaces: transmittance ~0), floaters in front of surfaces and Gaussians no view sees
 get no evidence; a Gaussian whose evidence at a level is below ``min_weight`` is *unobserved*
 there and is never selected by a query.
+
+Cross-view vote: a segment mislabelled in one view (SAM/CLIP noise) would pull the mean of
+every Gaussian it covers, and a near view, where a Gaussian covers many pixels, would outweigh
+two far ones. In each of ``vote_rounds`` rounds every view that supports a Gaussian casts one
+vote, split over its segments by blending weight, and each segment's share is weighted by how
+well its feature agrees with the Gaussian's current one, k = exp((cos - 1) / vote_width): the
+label most views give wins (mean shift towards the mode of the views) and a Gaussian's
+evidence becomes the blending weight that agrees with its feature, so contested Gaussians
+count less when a query weighs instances by evidence. Each round is one more backward pass per
+view and chunk of segments.
 """
 from __future__ import annotations
 
@@ -55,6 +67,15 @@ class RegistrationConfig:
     support_abs: float = param(0.03, "Surface support: largest depth difference (m) between a Gaussian's centre and the view's depth.", min=0.0, max=10.0)
     support_rel: float = param(0.02, "Surface support: ... or this fraction of the depth, whichever is larger.", min=0.0, max=1.0)
     chunk: int = param(64, "Segments registered per backward pass (bounds memory: N x chunk floats).", min=1, max=4096)
+    vote_rounds: int = param(
+        1, "Cross-view vote: rounds that re-weight each view's segment feature by its agreement with the Gaussian's "
+        "current feature, so a label only a minority of the evidence gives (a mislabelled segment) drops out; "
+        "0 = the plain weighted mean. Each round costs one more pass over the views.", min=0, max=10,
+    )
+    vote_width: float = param(
+        0.05, "Cross-view vote: kernel width in cosine distance, weight exp((cos - 1) / width). Label embeddings of "
+        "different objects lie >= 0.3 apart; lower it for features that crowd together.", min=1e-4, max=10.0,
+    )
 
 
 @dataclass
@@ -131,38 +152,65 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
     means, quats, scales, opacities; detached).
 
     Costs per view: one backward pass for the total weights (its forward render also gives the
-    field's depth, used where the sensor has none) and one per ``cfg.chunk`` segments of each level.
+    field's depth, used where the sensor has none) and, for the mean and for each vote round,
+    one per ``cfg.chunk`` segments of each level.
     """
     means = geom["means"].detach()
     geom = {k: geom[k].detach() for k in ("means", "quats", "scales", "opacities")}
     n, dev = means.shape[0], means.device
-    evidence = torch.zeros(n, num_levels, device=dev)
     weight = torch.zeros(n, device=dev)
     best = torch.zeros(n, device=dev)
     normals = gaussian_normals(geom["quats"], geom["scales"])
     facing = normals.clone()
     support_views = torch.zeros(n, dtype=torch.int32, device=dev)
-    feats: list[torch.Tensor | None] = [None] * num_levels
+    supports: list[torch.Tensor] = []
+    totals: list[torch.Tensor] = []
     for view in views:
         if check_cancel is not None:
             check_cancel()
         vm, K = view.viewmat.to(dev), view.K.to(dev)
-        depth = view.depth.to(dev) if view.depth is not None else None
         ones = torch.ones(view.height, view.width, 1, device=dev)
         w_ones, rendered = _blend(geom, ones, vm, K, view.width, view.height, backend)
         field_depth = torch.where(rendered.alpha[..., 0] > 0.5, rendered.depth[..., 0], torch.full_like(rendered.depth[..., 0], float("nan")))
-        if depth is not None:  # the sensor where it has a reading, the field's own surface elsewhere
+        if view.depth is not None:  # the sensor where it has a reading, the field's own surface elsewhere
+            depth = view.depth.to(dev)
             field_depth = torch.where(torch.isfinite(depth), depth, field_depth)
         sup = surface_support(means, vm, K, field_depth.detach(), cfg.support_abs, cfg.support_rel)
+        supports.append(sup)
         support_views += sup.to(torch.int32)
         w_all = w_ones[:, 0] * sup
+        totals.append(w_all)
         weight += w_all
         more = w_all > best
         best = torch.where(more, w_all, best)
         center = -vm[:3, :3].T @ vm[:3, 3]
         facing = torch.where(more[:, None], normals_facing(normals, means, center), facing)
+    feats, evidence = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, None, check_cancel)
+    for _ in range(cfg.vote_rounds):
+        feats, evidence = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, feats, check_cancel)
+    return Registration(feats, evidence, weight, facing, support_views)
+
+
+def _accumulate(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], supports: Sequence[torch.Tensor],
+                totals: Sequence[torch.Tensor], num_levels: int, cfg: RegistrationConfig, backend: str,
+                current: list[torch.Tensor | None] | None,
+                check_cancel: Callable[[], None] | None) -> tuple[list[torch.Tensor | None], torch.Tensor]:
+    """Per level the (N, F) mean segment feature of every Gaussian and (N, L) the blending weight
+    behind it. Every supporting view weighs 1 in total (``totals``: its (N,) blending weight over
+    all pixels), shared over its segments by blending weight. With ``current`` (a vote round)
+    each share is also weighted by its agreement with the Gaussian's current feature, the
+    evidence is the agreeing blending weight, and a Gaussian with none keeps ``current``."""
+    n, dev = geom["means"].shape[0], geom["means"].device
+    evidence = torch.zeros(n, num_levels, device=dev)
+    feats: list[torch.Tensor | None] = [None] * num_levels
+    votes = [torch.zeros(n, device=dev) for _ in range(num_levels)]
+    unit = [F.normalize(c, dim=-1) if c is not None else None for c in current] if current is not None else None
+    for view, sup, total in zip(views, supports, totals):
+        if check_cancel is not None:
+            check_cancel()
         if view.seg is None:
             continue
+        vm, K = view.viewmat.to(dev), view.K.to(dev)
         for lvl in range(num_levels):
             f_seg = view.features[lvl] if lvl < len(view.features) else None
             if f_seg is None or f_seg.shape[0] == 0:
@@ -177,12 +225,19 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
                 if not onehot.any():
                     continue
                 w = blend_weights(geom, onehot, vm, K, view.width, view.height, backend) * sup[:, None]  # (N, c)
+                if unit is not None and unit[lvl] is not None:
+                    w = w * torch.exp((unit[lvl] @ f_seg[s0:s1].T - 1.0) / cfg.vote_width)
                 evidence[:, lvl] += w.sum(1)
-                feats[lvl] += w @ f_seg[s0:s1]
+                share = w / total[:, None].clamp(min=1e-12)  # one vote per view
+                votes[lvl] += share.sum(1)
+                feats[lvl] += share @ f_seg[s0:s1]
     for lvl in range(num_levels):
         if feats[lvl] is not None:
-            feats[lvl] = feats[lvl] / evidence[:, lvl : lvl + 1].clamp(min=1e-12)
-    return Registration(feats, evidence, weight, facing, support_views)
+            mean = feats[lvl] / votes[lvl][:, None].clamp(min=1e-30)
+            if current is not None and current[lvl] is not None:
+                mean = torch.where(evidence[:, lvl : lvl + 1] > 0, mean, current[lvl])
+            feats[lvl] = mean
+    return feats, evidence
 
 
 @torch.no_grad()

@@ -71,8 +71,8 @@ def _scene_and_views(width=48, height=36):
     return scene, feats, views
 
 
-def test_registration_labels_seen_gaussians_and_leaves_hidden_and_floating_ones_unobserved():
-    scene, feats, views = _scene_and_views()
+def _surface(scene, stride=3):
+    """Points, normals and labels of the surfaces the first two views see (every ``stride``-th)."""
     pts, nrm, lab = [], [], []
     for f, ins, nm in zip(scene.frames[:2], scene.instances[:2], scene.normals[:2]):
         p, _, pix = backproject(f, 1)
@@ -81,18 +81,30 @@ def test_registration_labels_seen_gaussians_and_leaves_hidden_and_floating_ones_
         lab.append(ins[pix[:, 0], pix[:, 1]])
     pts, nrm, lab = np.concatenate(pts), np.concatenate(nrm), np.concatenate(lab)
     keep = lab >= 0
-    surf, surf_nrm, surf_lab = pts[keep][::3], nrm[keep][::3], lab[keep][::3]
+    return pts[keep][::stride], nrm[keep][::stride], lab[keep][::stride]
+
+
+def _gaussians(points, normals):
+    params = init_from_points(points.astype(np.float32), np.zeros((len(points), 3), np.uint8), normals.astype(np.float32), 3, 10**6,
+                              flatness=0.3, initial_opacity=0.9)
+    assert params["means"].shape[0] == len(points)
+    with torch.no_grad():
+        params["scales"] -= float(np.log(2))  # initial scales overlap heavily; trained surface Gaussians are tighter
+    return params
+
+
+def test_registration_labels_seen_gaussians_and_leaves_hidden_and_floating_ones_unobserved():
+    scene, feats, views = _scene_and_views()
+    surf, surf_nrm, surf_lab = _surface(scene)
     rng = np.random.default_rng(1)
     # floaters: between the first camera and the scene; hidden: 0.4 m under the floor
     cam = scene.frames[0].pose[:3, 3]
     floaters = cam + (surf[rng.choice(len(surf), 30)] - cam) * 0.5
     hidden = surf[surf_lab == 0][rng.choice(int((surf_lab == 0).sum()), 30)] - np.array([0, 0, 0.4])
-    allp = np.concatenate([surf, floaters, hidden]).astype(np.float32)
-    alln = np.concatenate([surf_nrm, np.tile([[0.0, 0.0, 1.0]], (60, 1))]).astype(np.float32)
-    params = init_from_points(allp, np.zeros((len(allp), 3), np.uint8), alln, 3, 10**6, flatness=0.3, initial_opacity=0.9)
-    assert params["means"].shape[0] == len(allp)
+    allp = np.concatenate([surf, floaters, hidden])
+    alln = np.concatenate([surf_nrm, np.tile([[0.0, 0.0, 1.0]], (60, 1))])
+    params = _gaussians(allp, alln)
     with torch.no_grad():
-        params["scales"] -= float(np.log(2))  # initial scales overlap heavily; trained surface Gaussians are tighter
         params["scales"][len(surf):] = float(np.log(0.01))  # small floaters (isolated points would start large)
     cfg = RegistrationConfig(support_abs=0.05)
     reg = register(activated(params), views, 1, cfg, backend="torch")
@@ -106,6 +118,39 @@ def test_registration_labels_seen_gaussians_and_leaves_hidden_and_floating_ones_
     # normals face the cameras that saw the Gaussians (the floor's normal points up)
     floor = (surf_lab == 0) & obs[:n]
     assert (reg.normals[:n][floor, 2] > 0.7).float().mean() > 0.9
+
+
+def test_the_cross_view_vote_drops_a_segment_mislabelled_in_one_view():
+    scene, feats, views = _scene_and_views()
+    surf, surf_nrm, surf_lab = _surface(scene)
+    geom = activated(_gaussians(surf, surf_nrm))
+    # view 0 calls the floor (label 0) by label 1's name, as a CLIP feature of a SAM segment may
+    wrong = views[0].seg.clone()
+    wrong[views[0].seg == 0] = 1
+    views[0] = RegistrationView(views[0].viewmat, views[0].K, views[0].width, views[0].height, wrong, views[0].features, views[0].depth)
+    floor = surf_lab == 0
+    results = {}
+    for rounds in (0, 2):
+        cfg = RegistrationConfig(support_abs=0.05, vote_rounds=rounds)
+        reg = register(geom, views, 1, cfg, backend="torch")
+        f = torch.nn.functional.normalize(reg.features[0], dim=1)
+        own = (f * torch.nn.functional.normalize(feats, dim=1)[torch.as_tensor(surf_lab)]).sum(1)  # cos with its true label
+        results[rounds] = own.numpy(), reg.evidence[:, 0].numpy()
+    # floor Gaussians the mislabelled view and at least two others see: the majority is the floor
+    sup0 = surface_support(geom["means"], views[0].viewmat, views[0].K, views[0].depth, 0.05, 0.02).numpy()
+    many = floor & sup0 & (register(geom, views, 1, RegistrationConfig(support_abs=0.05, vote_rounds=0), backend="torch").support_views.numpy() >= 3)
+    assert many.sum() > 20, many.sum()
+    cos_mean, ev_mean = results[0]
+    cos_vote, ev_vote = results[2]
+    assert np.median(cos_mean[many]) < 0.95, np.median(cos_mean[many])  # the plain mean is pulled towards label 1
+    assert np.median(cos_vote[many]) > 0.99, np.median(cos_vote[many])
+    # the evidence left is the agreeing share: less than all of it, more than none
+    ratio = ev_vote[many] / ev_mean[many]
+    assert 0.2 < np.median(ratio) < 0.95, np.median(ratio)
+    # Gaussians every view labels alike keep their feature and most of their evidence
+    clean = (surf_lab >= 2) & (ev_mean > 0.1)
+    assert clean.sum() > 20 and np.median(cos_vote[clean] - cos_mean[clean]) > -1e-3
+    assert np.median(ev_vote[clean] / ev_mean[clean]) > 0.8  # (borders see two segments)
 
 
 def test_codes_of_gaussians_without_evidence_come_from_their_nearest_seen_neighbour():
