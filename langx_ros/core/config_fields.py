@@ -64,6 +64,14 @@ def _resolve_type(tp: Any) -> tuple[type, type | None]:
     return tp, None
 
 
+def bounds(cls: type, name: str) -> tuple[float | None, float | None]:
+    """(min, max) declared for field ``name`` of config dataclass ``cls`` (None = unbounded)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("min"), f.metadata.get("max")
+    raise KeyError(f"{cls.__name__} has no field '{name}'")
+
+
 def iter_params(cls: type, prefix: str = "") -> Iterator[ParamSpec]:
     """All leaves of the config dataclass ``cls`` as flat parameter specs."""
     hints = typing.get_type_hints(cls)

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from langx_ros.core.config import LangxConfig
+from langx_ros.core.config_fields import bounds
+from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.field.model import LanguageField
 from langx_ros.core.frames import Frame, FrameError
 from langx_ros.core.query import Map2D, Match3D, QueryRequestError, instance_mask, prepare_queries, query_2d, select_3d
@@ -100,6 +102,31 @@ class Engine:
         raise ValueError(f"unknown text encoder '{kind}'")
 
     # ---- building -----------------------------------------------------------------------------
+    def check_build(self, keyframe_ids: Sequence[str], available: Sequence[str], iterations: int) -> list[str]:
+        """The keyframe ids a build request names (all of ``available`` when empty), checked as
+        the parameters are: ids known, none empty or repeated, at least ``reconstruct.min_frames``
+        distinct ones; ``iterations`` <= 0 (the configured default) or within the bounds of
+        ``field.iterations``. Raises ValueError quoting the offending values."""
+        lo, hi = bounds(FieldConfig, "iterations")
+        if iterations > 0 and ((lo is not None and iterations < lo) or (hi is not None and iterations > hi)):
+            raise ValueError(f"iterations {iterations} is outside {int(lo or 0)}..{int(hi)} (the bounds of field.iterations; "
+                             "<= 0 selects the configured default)")
+        ids = list(keyframe_ids) or list(available)
+        empty = [repr(i) for i in ids if not i.strip()]
+        if empty:
+            raise ValueError(f"empty keyframe id(s): {', '.join(empty[:10])}")
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"keyframe ids named more than once: {', '.join(repr(i) for i in repeated[:10])}")
+        known = set(available)
+        unknown = [repr(i) for i in ids if i not in known]
+        if unknown:
+            raise ValueError(f"unknown keyframe ids: {', '.join(unknown[:10])}" + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""))
+        if len(ids) < self.cfg.reconstruct.min_frames:
+            raise ValueError(f"a reconstruction needs at least {self.cfg.reconstruct.min_frames} distinct keyframes, "
+                             f"{len(ids)} {'given' if keyframe_ids else 'captured (call ~/capture_keyframe)'}")
+        return ids
+
     def build(self, frames: Sequence[Frame], iterations: int = 0, progress: ProgressFn | None = None,
               cancel: CancelFn | None = None, use_trimap: bool = False) -> ReconstructResult:
         """A LanguageField from posed frames, with the configured semantics source (and TriMap

@@ -514,14 +514,11 @@ class LangxNode(Node):
         with self._lock:
             if self._progress is not None:
                 return finish(False, "a reconstruction is already running (cancel it first)", "abort")
-            ids = list(goal.keyframe_ids) or self._keyframes.ids()
-            unknown = [i for i in ids if i not in self._keyframes.frames]
-            frames = [self._keyframes.frames[i] for i in ids if i in self._keyframes.frames]
-            if unknown:
-                return finish(False, f"unknown keyframe ids: {', '.join(unknown[:10])}", "abort")
-            if len(frames) < self.cfg.reconstruct.min_frames:
-                return finish(False, f"a reconstruction needs at least {self.cfg.reconstruct.min_frames} keyframes, "
-                                     f"{len(frames)} captured (call ~/capture_keyframe)", "abort")
+            try:
+                ids = self.engine.check_build(list(goal.keyframe_ids), self._keyframes.ids(), int(goal.iterations))
+            except ValueError as exc:
+                return finish(False, str(exc), "abort")
+            frames = [self._keyframes.frames[i] for i in ids]
             progress = self._progress = Progress()
         self._publish_status()
         outcome: dict = {}
@@ -559,7 +556,12 @@ class LangxNode(Node):
         result.total_seconds = float(elapsed)
         err = outcome.get("error")
         if isinstance(err, Cancelled) or (err is None and goal_handle.is_cancel_requested):
-            msg = "cancelled; the previous field (if any) is still in use"
+            with self._lock:
+                cleared = not goal.keep_previous_on_failure and self._field is not None
+                if not goal.keep_previous_on_failure:
+                    self._field = None
+            msg = ("cancelled; the previous field was cleared (keep_previous_on_failure is false)" if cleared else
+                   "cancelled; the previous field (if any) is still in use" if goal.keep_previous_on_failure else "cancelled")
             self._publish_status()
             return finish(False, msg, "canceled")
         if err is not None:

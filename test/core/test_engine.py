@@ -2,6 +2,8 @@
 free text ("couch") must find the object labelled "sofa"."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -61,3 +63,22 @@ def test_failure_messages_for_the_caller():
     assert "field.max_gaussians" in failure_message(torch.OutOfMemoryError("x"), "field")[0]
     text, expected = failure_message(ZeroDivisionError("division by zero"), "field")
     assert not expected and text == "internal error: ZeroDivisionError: division by zero"
+
+
+def test_build_requests_are_checked_as_the_parameters_are():
+    engine = Engine(LangxConfig(), "cpu")  # no model is loaded to check a request
+    have = ["kf-000000", "kf-000001", "kf-000002"]
+    assert engine.check_build([], have, 0) == have
+    assert engine.check_build(["kf-000002", "kf-000000"], have, 1_000_000) == ["kf-000002", "kf-000000"]
+    for ids, iters, expected in [
+        (["kf-000000", "kf-000000"], 0, "named more than once: 'kf-000000'"),
+        ([""], 0, "empty keyframe id(s): ''"),
+        (["kf-000000", " "], 0, "empty keyframe id(s): ' '"),
+        (["kf-000000", "kf-9"], 0, "unknown keyframe ids: 'kf-9'"),
+        (["kf-000000"], 0, "at least 2 distinct keyframes, 1 given"),
+        ([], 2147483647, "iterations 2147483647 is outside 1..1000000"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            engine.check_build(ids, have, iters)
+    with pytest.raises(ValueError, match="1 captured"):
+        engine.check_build([], have[:1], 0)

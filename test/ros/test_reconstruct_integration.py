@@ -51,10 +51,10 @@ def _capture_scene(s):
     return ids
 
 
-def _reconstruct(s, iterations=0, cancel_after_feedback=False):
+def _reconstruct(s, iterations=0, cancel_after_feedback=False, keep_previous=True):
     client = LangxClient(s)
     feedback = []
-    goal = Reconstruct.Goal(use_trimap=False, iterations=iterations, keep_previous_on_failure=True)
+    goal = Reconstruct.Goal(use_trimap=False, iterations=iterations, keep_previous_on_failure=keep_previous)
     handle = client.send_reconstruct(goal, feedback.append)
     assert handle.accepted
     if cancel_after_feedback:
@@ -130,18 +130,37 @@ def test_cancel_and_bad_requests(start_node):
     res = _query(s, ["chair"], "latest")
     assert not res.success and res.message.startswith("no field yet")
     result, _ = _reconstruct(s)  # no keyframes yet
-    assert not result.success and "at least 2 keyframes" in result.message
-    view = _capture_scene(s)[0]
+    assert not result.success and "at least 2 distinct keyframes" in result.message
+    ids = _capture_scene(s)
+    view = ids[0]
     client = LangxClient(s)
     msg = client.reconstruct(Reconstruct.Goal(use_trimap=True), timeout=60).message
     assert "TriMap" in msg and "model_index.json" in msg, msg  # no TriMap weights here: says what is missing
+    # goals are checked as the parameters are, the offending values quoted
+    for goal, expected in [
+        (Reconstruct.Goal(keyframe_ids=[ids[0], ids[0]]), f"named more than once: '{ids[0]}'"),
+        (Reconstruct.Goal(keyframe_ids=[""]), "empty keyframe id(s): ''"),
+        (Reconstruct.Goal(keyframe_ids=[ids[0], "kf-999"]), "unknown keyframe ids: 'kf-999'"),
+        (Reconstruct.Goal(iterations=2147483647), "iterations 2147483647 is outside 1..1000000"),
+    ]:
+        r = client.reconstruct(goal, timeout=60)
+        assert not r.success and expected in r.message, (goal, r.message)
 
     result, feedback = _reconstruct(s, cancel_after_feedback=True)
-    assert not result.success and "cancelled" in result.message
+    assert not result.success and "cancelled; the previous field (if any) is still in use" in result.message
     res = _query(s, ["chair"], view)  # still alive; there never was a field
     assert not res.success and res.message.startswith("no field yet")
     res = _query(s, ["chair"], view="kf-999")
     assert not res.success
+    # with a field: a cancelled run keeps it, unless keep_previous_on_failure is false
+    result, _ = _reconstruct(s, iterations=30)
+    assert result.success, result.message
+    result, _ = _reconstruct(s, cancel_after_feedback=True)
+    assert "still in use" in result.message and _query(s, ["couch"], view, masks=False).success
+    result, _ = _reconstruct(s, cancel_after_feedback=True, keep_previous=False)
+    assert not result.success and "previous field was cleared" in result.message, result.message
+    res = _query(s, ["couch"], view, masks=False)
+    assert not res.success and res.message.startswith("no field yet")
     assert proc.alive()
 
 
