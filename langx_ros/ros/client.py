@@ -1,6 +1,7 @@
 """A small Python client of langx_node (used by the demo and the tests; handy for scripts)."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from langx_interfaces.action import Reconstruct
@@ -89,3 +90,42 @@ class LangxClient:
     def reconstruct(self, goal: Reconstruct.Goal | None = None, on_feedback=None, timeout: float = 3600.0) -> Reconstruct.Result:
         handle = self.send_reconstruct(goal or Reconstruct.Goal(keep_previous_on_failure=True), on_feedback)
         return self.result(handle, timeout)
+
+
+def query_burst(session: RosSession, requests: list[QueryObjects.Request], clients: int = 3, node: str = "/langx_node",
+                timeout: float = 120.0) -> list[tuple[QueryObjects.Response | None, float]]:
+    """Send ``requests`` to ``{node}/query`` all at once from ``clients`` separate client nodes
+    (round robin) and wait for the answers; returns (response or None if unanswered, round trip s)
+    per request, in order. Each client is warmed up with one answered request first (discovery
+    can lose a first response), so what is measured is the node under the burst."""
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile
+
+    qos = QoSProfile(depth=max(10, len(requests)))  # the clients must not drop answers either
+    nodes = [Node(f"langx_burst_{i}", context=session.context) for i in range(clients)]
+    try:
+        for n in nodes:
+            session.executor.add_node(n)
+        cls = [n.create_client(QueryObjects, f"{node}/query", qos_profile=qos) for n in nodes]
+        for c in cls:
+            call(session.executor, c, QueryObjects.Request(queries=["warm-up"], view="latest"), timeout=60)
+        sent, futures = [], []
+        for i, req in enumerate(requests):
+            sent.append(time.monotonic())
+            futures.append(cls[i % clients].call_async(req))
+        done_at: dict[int, float] = {}
+
+        def all_done() -> bool:
+            now = time.monotonic()
+            for i, f in enumerate(futures):
+                if i not in done_at and f.done():
+                    done_at[i] = now
+            return len(done_at) == len(futures)
+
+        spin_until(session.executor, all_done, timeout)
+        return [(f.result() if i in done_at else None, done_at[i] - sent[i] if i in done_at else float("nan"))
+                for i, f in enumerate(futures)]
+    finally:
+        for n in nodes:
+            session.executor.remove_node(n)
+            n.destroy_node()

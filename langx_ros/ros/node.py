@@ -20,6 +20,10 @@ Depth and pose are matched to each image by timestamp (node.sync_tolerance), wit
 message_filters (not installable here). tf2 is used for poses only when node.use_tf is set and
 tf2_ros can be imported (it cannot where ROS comes from PyPI).
 
+Requests are never dropped silently: services take requests off a middleware queue of
+node.service_queue_depth; ~/query hands them to bounded workers (query_server.py) and every
+request is served or refused with a reason (busy, waited too long).
+
 Bad input never stops the node: it is rejected, counted on ~/status and /diagnostics, and
 warned about at most once per `node.warn_throttle_seconds` for each kind of problem.
 """
@@ -48,13 +52,12 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from std_msgs.msg import Header, String
+from std_msgs.msg import Header
 from std_srvs.srv import Trigger
-from visualization_msgs.msg import MarkerArray
 
 from langx_interfaces.action import Reconstruct
 from langx_interfaces.msg import NodeStatus
-from langx_interfaces.srv import FieldFile, QueryObjects
+from langx_interfaces.srv import FieldFile
 from langx_ros.core.config import ConfigError
 from langx_ros.core.device import resolve_device
 from langx_ros.core.engine import Camera, Engine
@@ -64,8 +67,7 @@ from langx_ros.core.models import inventory
 from langx_ros.core.reconstruct import STAGES, failure_message
 from langx_ros.core.frames import Frame, FrameError, validate_pose
 from langx_ros.core.keyframes import KeyframeStore, should_capture
-from langx_ros.core.query import QueryRequestError, prepare_queries
-from langx_ros.ros.answers import object_match, rviz_outputs
+from langx_ros.core.query import QueryRequestError
 from langx_ros.ros.convert import (
     ImageError,
     cloud_to_msg,
@@ -77,6 +79,7 @@ from langx_ros.ros.convert import (
     stamp_seconds,
 )
 from langx_ros.ros.params import build_configs, declare_parameters, unknown_overrides
+from langx_ros.ros.query_server import QueryServer
 from langx_ros.ros.throttle import ThrottledWarnings
 
 STATE_NAMES = {
@@ -181,6 +184,10 @@ class LangxNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
         for name in unknown_overrides(self):
             self.get_logger().warning(f"parameter '{name}' is set but not used by langx_node (a typo?)")
+        if self.node_cfg.mask_queue_limit > self.node_cfg.executor_threads - 4:
+            self.get_logger().warning(
+                f"node.mask_queue_limit ({self.node_cfg.mask_queue_limit}) leaves fewer than 4 of node.executor_threads "
+                f"({self.node_cfg.executor_threads}) free: during a burst of mask queries cheap ones wait for a thread")
 
         self._lock = threading.Lock()
         self._camera: CameraModel | None = None
@@ -189,7 +196,6 @@ class LangxNode(Node):
         self._rejected = 0
         self._last_rejection = ""
         self._field = None  # the LanguageField ~/query answers from (built by ~/reconstruct or loaded)
-        self._last_query_ms = -1.0
         self._last_recon_s = -1.0
         self._warnings = ThrottledWarnings(self.get_logger().warning, self.node_cfg.warn_throttle_seconds)
         self._depths: deque = deque(maxlen=30)  # (stamp s, depth array)
@@ -216,21 +222,26 @@ class LangxNode(Node):
             "pose": self.create_subscription(PoseStamped, "pose", self._on_pose, 50),
             "instances": self.create_subscription(Image, "instances", self._on_instances, qos_profile_sensor_data),
         }
-        self.create_subscription(String, "~/query_text", self._on_query_text, 10, callback_group=group)
-        self.create_service(QueryObjects, "~/query", self._on_query, callback_group=group)
+        # requests wait in the middleware up to this depth before the executor takes them (default 10 loses bursts)
+        srv_qos = QoSProfile(depth=self.node_cfg.service_queue_depth, history=HistoryPolicy.KEEP_LAST,
+                             reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+        nc = self.node_cfg
+        self._queries = QueryServer(
+            self, self.engine, self._field_or_error, self._view, lambda: (m := self._latest_matched()) is not None and m.pose is not None,
+            self._world_header, self._provenance, self._warnings_warn,
+            {"query_queue_limit": nc.query_queue_limit, "mask_queue_limit": nc.mask_queue_limit, "query_max_wait": nc.query_max_wait},
+            srv_qos, group)
         # reentrant: a capture waits for late depth/pose/instances while the subscriptions keep running
-        self.create_service(Trigger, "~/capture_keyframe", self._on_capture, callback_group=group)
-        self.create_service(Trigger, "~/clear_keyframes", self._on_clear)
-        self.create_service(FieldFile, "~/save_field", self._on_save, callback_group=group)
-        self.create_service(FieldFile, "~/load_field", self._on_load, callback_group=group)
+        self.create_service(Trigger, "~/capture_keyframe", self._on_capture, qos_profile=srv_qos, callback_group=group)
+        self.create_service(Trigger, "~/clear_keyframes", self._on_clear, qos_profile=srv_qos)
+        self.create_service(FieldFile, "~/save_field", self._on_save, qos_profile=srv_qos, callback_group=group)
+        self.create_service(FieldFile, "~/load_field", self._on_load, qos_profile=srv_qos, callback_group=group)
         self._action = ActionServer(self, Reconstruct, "~/reconstruct", execute_callback=self._execute,
                                     goal_callback=lambda goal: GoalResponse.ACCEPT,
-                                    cancel_callback=lambda goal: CancelResponse.ACCEPT, callback_group=group)
+                                    cancel_callback=lambda goal: CancelResponse.ACCEPT, callback_group=group,
+                                    goal_service_qos_profile=srv_qos, result_service_qos_profile=srv_qos,
+                                    cancel_service_qos_profile=srv_qos)
         self._field_pub = self.create_publisher(PointCloud2, "~/field/cloud", LATCHED)
-        self._q_cloud = self.create_publisher(PointCloud2, "~/query/cloud", 10)
-        self._q_markers = self.create_publisher(MarkerArray, "~/query/markers", 10)
-        self._q_mask = self.create_publisher(Image, "~/query/mask", 10)
-        self._q_rel = self.create_publisher(Image, "~/query/relevancy", 10)
         self._status_pub = self.create_publisher(NodeStatus, "~/status", LATCHED)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._status_timer = self.create_timer(self.node_cfg.status_period, self._publish_status)
@@ -626,61 +637,22 @@ class LangxNode(Node):
         stamp.sec, stamp.nanosec = int(frame.stamp), int((frame.stamp % 1) * 1e9)
         return Camera.of(frame, frame_id), Header(stamp=stamp, frame_id=frame_id), frame.rgb
 
-    def _answer(self, queries: list[str], threshold: float, view: str, return_masks: bool, all_instances: bool = False):
-        """Answers and RViz outputs; raises QueryRequestError for the caller."""
-        prepare_queries(queries, threshold, self.cfg.query)
+    def _field_or_error(self):
+        """The field queries answer from; raises QueryRequestError saying why there is none."""
         with self._lock:
             field_ = self._field
             progress = self._progress
-        if field_ is None:
-            if progress is not None:
-                raise QueryRequestError(f"reconstructing: no field yet ({progress.stage}, {progress.total * 100:.0f}%)")
-            raise QueryRequestError(
-                "no field yet: capture at least 2 keyframes and run the ~/reconstruct action first "
-                f"({self._accepted} images, {len(self._keyframes)} keyframes so far)"
-            )
-        camera, view_header, view_rgb = self._view(view) if return_masks else (None, None, None)
-        answers = self.engine.answer(field_, queries, threshold, camera, return_masks, all_instances)
-        world = self._world_header()
-        msgs = [object_match(a, world, view_header) for a in answers]
-        cloud, markers, mask, rel = rviz_outputs(answers, world, view_header, view_rgb)
-        self._q_cloud.publish(cloud)
-        self._q_markers.publish(markers)
-        if mask is not None:
-            self._q_mask.publish(mask)
-            self._q_rel.publish(rel)
-        return msgs, field_.provenance_text()
+        if field_ is not None:
+            return field_
+        if progress is not None:
+            raise QueryRequestError(f"reconstructing: no field yet ({progress.stage}, {progress.total * 100:.0f}%)")
+        raise QueryRequestError(
+            "no field yet: capture at least 2 keyframes and run the ~/reconstruct action first "
+            f"({self._accepted} images, {len(self._keyframes)} keyframes so far)"
+        )
 
-    def _on_query(self, request: QueryObjects.Request, response: QueryObjects.Response) -> QueryObjects.Response:
-        t0 = time.perf_counter()
-        response.provenance = self._provenance()
-        try:
-            msgs, prov = self._answer(list(request.queries), float(request.threshold), request.view, bool(request.return_masks),
-                                      bool(request.all_instances))
-            response.success = True
-            response.matches = msgs
-            response.provenance = prov
-            found = sum(m.found and m.instance_rank == 0 for m in msgs)
-            response.message = f"{found} of {len(request.queries)} queries matched" + (
-                f" ({sum(m.found for m in msgs)} instances)" if request.all_instances else "")
-        except QueryRequestError as exc:
-            response.success, response.message = False, str(exc)
-        except Exception as exc:  # never let a query take the node down
-            self.get_logger().error("query failed:\n" + traceback.format_exc())
-            response.success, response.message = False, f"internal error: {type(exc).__name__}: {exc}"
-        response.latency_ms = (time.perf_counter() - t0) * 1000.0
-        self._last_query_ms = response.latency_ms
-        return response
-
-    def _on_query_text(self, msg: String) -> None:
-        try:
-            latest = self._latest_matched()
-            msgs, _ = self._answer([msg.data], 0.0, "latest", latest is not None and latest.pose is not None)
-            self.get_logger().info("query_text: " + "; ".join(f"'{m.query}': {m.message}" for m in msgs))
-        except QueryRequestError as exc:
-            self._warnings.warn("query_text", str(exc))
-        except Exception as exc:
-            self.get_logger().error(f"query_text failed: {type(exc).__name__}: {exc}")
+    def _warnings_warn(self, kind: str, text: str) -> None:
+        self._warnings.warn(kind, text)
 
     # ---- saving and loading ------------------------------------------------------------------
     def _field_path(self, name: str) -> Path:
@@ -722,6 +694,10 @@ class LangxNode(Node):
         response.success, response.message, response.path = True, f"loaded {f.num_gaussians} Gaussians ({f.provenance_text()})", str(path)
         return response
 
+    def close(self) -> None:
+        """Refuse what is still queued (each caller gets an answer) and stop the request workers."""
+        self._queries.close()
+
     # ---- state reporting ----------------------------------------------------------------------
     def _provenance(self) -> str:
         f = self._field
@@ -757,7 +733,7 @@ class LangxNode(Node):
         msg.device = str(self.device)
         msg.provenance = self._provenance()
         msg.last_reconstruction_seconds = float(self._last_recon_s)
-        msg.last_query_latency_ms = float(self._last_query_ms)
+        msg.last_query_latency_ms = float(self._queries.last_latency_ms)
         if msg.state == NodeStatus.STATE_WAITING_FOR_INPUT:
             msg.message = "waiting for camera_info and image" if self._camera is None else "waiting for image"
         elif msg.state == NodeStatus.STATE_RECONSTRUCTING and self._progress is not None:
@@ -795,7 +771,8 @@ class LangxNode(Node):
             "field": "none" if self._field is None else f"{self._field.num_gaussians} Gaussians",
             "semantics": self.cfg.semantics.source,
             "last_reconstruction_s": f"{self._last_recon_s:.2f}" if self._last_recon_s >= 0 else "never",
-            "last_query_latency_ms": f"{self._last_query_ms:.2f}" if self._last_query_ms >= 0 else "never",
+            "last_query_latency_ms": f"{self._queries.last_latency_ms:.2f}" if self._queries.last_latency_ms >= 0 else "never",
+            **self._queries.stats(),
         }
         st.values = [KeyValue(key=k, value=v) for k, v in pairs.items()]
         arr = DiagnosticArray()
@@ -820,6 +797,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.close()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -49,7 +49,28 @@ class NodeConfig:
     field_directory: str = param(
         "~/.cache/langx_ros/fields", "~/save_field and ~/load_field read and write named fields in this folder only."
     )
-    executor_threads: int = param(4, "Threads of the node's executor (reconstruction runs beside the inputs).", min=2, max=64)
+    executor_threads: int = param(
+        16, "Threads of the node's executor: each ~/query waiting for its answer holds one (the answers are computed in "
+        "batches by the query workers), so more threads let larger bursts be answered together; the reconstruction and "
+        "captures hold one each while they run.", min=4, max=256,
+    )
+    service_queue_depth: int = param(
+        1000, "Depth of the middleware queue of every service and of the action's goal/cancel/result services: requests "
+        "beyond it are lost before the node sees them, so keep it above the largest burst a client may send.", min=1, max=100_000,
+    )
+    query_queue_limit: int = param(
+        512, "~/query requests without masks in the node at once, waiting or being served; beyond it a request is refused "
+        "at once ('busy: N requests queued, limit M'). Identical waiting requests are answered once.", min=1, max=100_000,
+    )
+    mask_queue_limit: int = param(
+        6, "~/query requests with masks (a render each, on their own worker so cheap queries do not wait behind them) "
+        "in the node at once, waiting or being served; beyond it a request is refused at once. Each holds an executor "
+        "thread while it waits, so keep it well below node.executor_threads.", min=1, max=100_000,
+    )
+    query_max_wait: float = param(
+        5.0, "A ~/query request that waited longer than this (s) before its turn is refused with the time it waited.",
+        min=0.001, max=3600.0,
+    )
     use_tf: bool = param(
         False, "Look camera poses up in tf2 (world_frame <- image frame) instead of the 'pose' topic; needs tf2_ros."
     )

@@ -7,12 +7,13 @@ import json
 
 import numpy as np
 from langx_interfaces.action import Reconstruct
+from langx_interfaces.srv import QueryObjects
 from sensor_msgs.msg import Image, PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
 
 from langx_ros.core.synthetic import make_scene
 from langx_ros.ros.convert import cloud_from_msg, image_to_numpy
-from langx_ros.ros.client import LangxClient
+from langx_ros.ros.client import LangxClient, query_burst
 from langx_ros.ros.node import LATCHED
 from langx_ros.ros.player import FramePublisher
 from langx_ros.ros.process import spin_until
@@ -111,6 +112,19 @@ def test_capture_reconstruct_query_save_load(start_node):
     assert spin_until(s.executor, lambda: bool(markers) and bool(clouds) and bool(rel_imgs), 10)
     assert markers[-1].markers[0].action == Marker.DELETEALL and markers[-1].markers[1].type == Marker.CUBE
     assert clouds[-1].header.frame_id == "map" and rel_imgs[-1].encoding == "rgb8"
+
+    # a burst of 300 requests from 3 clients at once: every one answered (served or refused with a reason)
+    burst = query_burst(s, [QueryObjects.Request(queries=["couch"] if i % 2 else ["zebra", "a ball"], view="latest")
+                            for i in range(300)], clients=3)
+    unanswered = [i for i, (r, _) in enumerate(burst) if r is None]
+    assert not unanswered, f"{len(unanswered)} of 300 requests never answered"
+    served = [r for r, _ in burst if r.success]
+    refused = [r.message for r, _ in burst if not r.success]
+    assert all(m.startswith(("busy:", "waited")) for m in refused), refused[:3]
+    assert len(served) >= 150 and all(r.matches[0].found == (r.matches[0].query == "couch") for r in served)
+    lat = sorted(1000 * t for r, t in burst if r.success)
+    node_ms = sorted(r.latency_ms for r in served)
+    print(f"burst of 300: {len(served)} served, {len(refused)} refused; round trip p50 {lat[len(lat) // 2]:.0f} ms, p95 {lat[int(len(lat) * 0.95)]:.0f} ms; in the node p50 {node_ms[len(node_ms) // 2]:.0f} ms, p95 {node_ms[int(len(node_ms) * 0.95)]:.0f} ms")
 
     client = LangxClient(s)
     ok = client.save("lounge-1")

@@ -1,0 +1,127 @@
+"""Reliability under load (real rclpy on loopback, the node as its own process, CPU):
+
+- bursts: N ~/query requests sent at once from several client nodes (without masks, and a
+  smaller burst with masks), against a saved field (generated scene, ORACLE-FEATURE PROTOCOL);
+  every request must be answered, served or refused with a reason. Reports served / refused /
+  unanswered and round-trip latency percentiles (client side) and the node's own latency.
+
+    python bench/reliability.py [--burst 300] [--clients 3] [--mask-burst 40]
+
+Prints numbers and writes bench/results/reliability.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from _util import REPO, machine, write_json
+
+
+def saved_field(folder: Path) -> list[str]:
+    """Build a small field of the generated scene (oracle-feature protocol), save it as
+    ``folder/bench``; returns the node parameters that answer from it."""
+    import json
+
+    from langx_ros.core.config import LangxConfig
+    from langx_ros.core.engine import Engine
+    from langx_ros.core.field.io import save_field
+    from langx_ros.core.synthetic import make_scene
+
+    scene = make_scene(5, 128, 96)
+    cfg = LangxConfig()
+    cfg.semantics.source, cfg.semantics.labels = "oracle", scene.labels
+    cfg.field.iterations, cfg.lqc.steps, cfg.lqc.codebook_size, cfg.lqc.batch_size = 300, 400, 256, 512
+    res = Engine(cfg, "cpu").build(scene.frames[:4])
+    save_field(res.field, folder / "bench")
+    return ["-p", "semantics.source:=oracle", "-p", "semantics.labels:=" + json.dumps(scene.labels), "-p", "query.threshold:=0.8"]
+
+
+def percentiles(xs: list[float]) -> dict:
+    if not xs:
+        return {"n": 0}
+    a = np.asarray(xs)
+    return {"n": len(xs), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+
+
+def burst(session, n: int, clients: int, masks: bool) -> dict:
+    from langx_interfaces.srv import QueryObjects
+
+    from langx_ros.ros.client import query_burst
+
+    texts = [["couch"], ["the printer"], ["zebra", "a ball"], ["coffee table"]]
+    reqs = [QueryObjects.Request(queries=texts[i % len(texts)], view="kf-000000", return_masks=masks) for i in range(n)]
+    t0 = time.monotonic()
+    out = query_burst(session, reqs, clients=clients)
+    wall = time.monotonic() - t0
+    served = [(r, t) for r, t in out if r is not None and r.success]
+    refused = [r.message for r, _ in out if r is not None and not r.success]
+    reasons: dict[str, int] = {}
+    for m in refused:
+        k = m.split(":")[0]
+        reasons[k] = reasons.get(k, 0) + 1
+    return {"requests": n, "clients": clients, "masks": masks, "served": len(served), "refused": len(refused),
+            "refusal_reasons": reasons, "unanswered": sum(r is None for r, _ in out), "wall_s": wall,
+            "round_trip_ms": percentiles([1000 * t for _, t in served]),
+            "node_latency_ms": percentiles([r.latency_ms for r, _ in served])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--burst", type=int, default=300)
+    ap.add_argument("--clients", type=int, default=3)
+    ap.add_argument("--mask-burst", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+
+    from langx_ros.core.synthetic import make_scene
+    from langx_ros.ros.client import LangxClient
+    from langx_ros.ros.player import FramePublisher
+    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+
+    tmp = Path(tempfile.mkdtemp(prefix="langx_reliability_"))
+    (tmp / "fields").mkdir()
+    print("building a small field of the generated scene (CPU) ...", flush=True)
+    params = saved_field(tmp / "fields")
+    domain = random.randint(100, 199)
+    env = ros_env(domain, log_dir=tmp / "ros_logs")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    args = ["--params-file", str(REPO / "config" / "langx.yaml"), "-p", f"keyframes.directory:={tmp / 'kf'}",
+            "-p", f"node.field_directory:={tmp / 'fields'}", *params]
+    for t in ("image", "camera_info", "depth", "pose", "instances"):
+        args += ["-r", f"{t}:=/camera/{t}"]
+    node = NodeProcess(args, env, tmp / "node.log")
+    results: dict = {"machine": machine(), "bursts": []}
+    try:
+        with RosSession("langx_reliability", domain_id=domain) as s:
+            client = LangxClient(s)
+            assert client.wait(lambda: bool(client.status), 60), node.log()
+            r = client.load("bench")
+            assert r.success, r.message
+            pub = FramePublisher(s.node, "/camera", instances=True)  # a keyframe to render masks at
+            f = make_scene(1, 128, 96).frames[0]
+            res = client.publish_and_capture(lambda: pub.publish(f), attempts=20)
+            assert res.success, res.message
+            for masks, n in ((False, a.burst), (True, a.mask_burst)):
+                for rep in range(a.repeats):
+                    b = burst(s, n, a.clients, masks)
+                    results["bursts"].append(b)
+                    rt, nl = b["round_trip_ms"], b["node_latency_ms"]
+                    print(f"burst of {n} ({'masks' if masks else 'no masks'}, {a.clients} clients, run {rep + 1}): "
+                          f"{b['served']} served, {b['refused']} refused {b['refusal_reasons'] or ''}, {b['unanswered']} unanswered "
+                          f"in {b['wall_s']:.2f} s; round trip p50 {rt.get('p50', float('nan')):.0f} ms, p95 "
+                          f"{rt.get('p95', float('nan')):.0f} ms; in the node p50 {nl.get('p50', float('nan')):.1f} ms, "
+                          f"p95 {nl.get('p95', float('nan')):.1f} ms", flush=True)
+                    write_json("reliability", results)
+    finally:
+        results["node_exit_code"] = node.stop()
+        write_json("reliability", results)
+
+
+if __name__ == "__main__":
+    main()
