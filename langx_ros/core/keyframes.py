@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langx_ros.core.atomic import atomic_write_bytes, atomic_write_json
+from langx_ros.core.atomic import atomic_write_bytes, atomic_write_json, fsync_dir, recover_dirs, remove_tree
 from langx_ros.core.config_fields import param
 from langx_ros.core.frames import Frame, FrameError, validate_frame
 
@@ -75,6 +75,7 @@ class KeyframeStore:
         self.frames: dict[str, Frame] = {}
         self._sources: dict[str, str] = {}  # keyframe id -> the camera frame id it came from
         self.skipped: list[str] = []  # folders that could not be read back (kept on disk, reported)
+        self.recovered = recover_dirs(self.root)  # what interrupted writes and removals left (temporary folders)
         self._next = 0
         self._reload()
 
@@ -161,7 +162,9 @@ class KeyframeStore:
                 atomic_write_bytes(tmp / "instances.png", ipng.tobytes())
             atomic_write_json(tmp / "meta.json", {"K": f.K.tolist(), "pose": None if f.pose is None else f.pose.tolist(),
                                                   "stamp": f.stamp, "source": src})
-            os.replace(tmp, self.root / kid)
+            fsync_dir(tmp)
+            os.rename(tmp, self.root / kid)  # a new name: it appears complete or not at all
+            fsync_dir(self.root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -174,7 +177,7 @@ class KeyframeStore:
     def remove(self, kid: str) -> None:
         self.frames.pop(kid, None)
         self._sources.pop(kid, None)
-        shutil.rmtree(self.root / kid, ignore_errors=True)
+        remove_tree(self.root / kid)  # renamed away first: a crash never leaves half a keyframe under its id
 
     def clear(self) -> int:
         """Remove every keyframe; returns how many there were."""

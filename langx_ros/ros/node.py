@@ -61,7 +61,8 @@ from langx_interfaces.srv import FieldFile
 from langx_ros.core.config import ConfigError
 from langx_ros.core.device import resolve_device
 from langx_ros.core.engine import Camera, Engine
-from langx_ros.core.field.io import load_field, save_field
+from langx_ros.core.atomic import recover_dirs
+from langx_ros.core.field.io import is_saved_field, load_field, save_field
 from langx_ros.core.field.train import Cancelled
 from langx_ros.core.models import inventory
 from langx_ros.core.reconstruct import STAGES, failure_message
@@ -163,7 +164,7 @@ class Progress:
         return [(st, 1.0, self._total(st, 1.0), "done") for st in passed] + [cur]
 
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")  # no leading dot: hidden names are the store's own
 
 
 def _nearest(buffer: deque, t: float, tolerance: float):
@@ -201,6 +202,8 @@ class LangxNode(Node):
         self._depths: deque = deque(maxlen=30)  # (stamp s, depth array)
         self._poses: deque = deque(maxlen=200)  # (stamp s, 4x4)
         self._keyframes = KeyframeStore(self.cfg.keyframes.directory, self.cfg.keyframes.max_keyframes)
+        for what in self._keyframes.recovered:
+            self.get_logger().warning(f"keyframes at start: {what}")
         for why in self._keyframes.skipped:
             self.get_logger().warning(f"keyframe folder not reloaded: {why}")
         if len(self._keyframes):
@@ -213,6 +216,8 @@ class LangxNode(Node):
         self._progress: Progress | None = None  # set while a reconstruction runs
         self._last_error = ""
         self._field_dir = Path(os.path.expanduser(self.node_cfg.field_directory))
+        for what in recover_dirs(self._field_dir, is_saved_field):
+            self.get_logger().warning(f"saved fields at start: {what}")
         group = ReentrantCallbackGroup()
 
         self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
@@ -657,10 +662,10 @@ class LangxNode(Node):
     # ---- saving and loading ------------------------------------------------------------------
     def _field_path(self, name: str) -> Path:
         if not NAME_RE.match(name) or name in (".", ".."):
-            raise ValueError(f"invalid field name '{name[:80]}': use 1-64 letters, digits, '.', '_' or '-' (no paths)")
+            raise ValueError(f"invalid field name '{name[:80]}': use 1-64 letters, digits, '.', '_' or '-', not starting with '.' (no paths)")
         root = self._field_dir.resolve()
-        path = (root / name).resolve()
-        if path.parent != root:
+        path = root / name  # not resolved: a saved field is a link to its current version
+        if path.parent != root or name in (".", ".."):
             raise ValueError(f"field name '{name}' leaves {root}")
         return path
 

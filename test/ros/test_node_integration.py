@@ -159,3 +159,35 @@ def test_malformed_input_is_rejected_rate_limited_and_node_keeps_running(start_n
     ):
         n = log.count(needle)
         assert 1 <= n <= 2, f"{needle!r} logged {n} times:\n{log}"
+
+
+def test_start_up_recovers_a_field_an_interrupted_save_left_and_cleans_up(start_node, tmp_path):
+    """A save of the earlier two-rename kind killed between its renames left only '.victim.old-*'
+    and a temporary folder: the node restores 'victim' at start, removes the rest, says so."""
+    import os
+
+    import torch
+
+    from langx_ros.core.field.io import save_field
+    from langx_ros.core.field.model import LanguageField
+    from langx_ros.core.lqc import LQC, LQCConfig
+    from langx_ros.ros.client import LangxClient
+
+    fields = tmp_path / "fields"
+    n = 50
+    params = {k: torch.rand(n, d) if d else torch.rand(n) for k, d in
+              (("means", 3), ("quats", 4), ("scales", 3), ("opacities", 0), ("colors", 3), ("sem", 3))}
+    save_field(LanguageField(params, LQC(LQCConfig(feature_dim=8, codebook_size=4, hidden=[8])), ["instance"], {}, {}),
+               fields / "victim")
+    version = (fields / "victim").resolve()
+    os.unlink(fields / "victim")
+    os.rename(version, fields / ".victim.old-4242")
+    (fields / ".victim.old-4242" / ".complete").unlink()
+    (fields / ".victim.x1y2z3w4").mkdir()  # the new version's temporary folder, half written
+    proc, s = start_node()
+    r = LangxClient(s).load("victim")
+    assert r.success, r.message + proc.log()
+    log = proc.log()
+    assert "saved fields at start: restored 'victim' from .victim.old-4242" in log, log
+    assert "removed leftover .victim.x1y2z3w4" in log
+    assert sorted(p.name for p in fields.iterdir()) == [".victim.old-4242", "victim"]

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from langx_ros.core.atomic import atomic_write_bytes, atomic_write_json
+from langx_ros.core.atomic import atomic_write_bytes, atomic_write_json, new_temp_dir, publish_dir
 from langx_ros.core.field.model import LanguageField
 from langx_ros.core.lqc import LQC
 
@@ -26,12 +25,13 @@ OBSERVATION_KEYS = ("evidence", "normals")  # registration results (absent in fi
 
 
 def save_field(field: LanguageField, folder: str | Path) -> Path:
-    """Write ``field`` to ``folder`` (replaced atomically if it exists)."""
+    """Write ``field`` to ``folder``, atomically in the strict sense: ``folder`` is a link to a
+    complete version folder, swapped in one rename (core/atomic.publish_dir), so at every instant
+    it names the complete old field or the complete new one."""
     from safetensors.torch import save
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = new_temp_dir(folder)
     try:
         tensors = {k: field.params[k].detach().cpu().contiguous() for k in PARAM_KEYS}
         for k in OBSERVATION_KEYS:
@@ -41,17 +41,16 @@ def save_field(field: LanguageField, folder: str | Path) -> Path:
         atomic_write_json(tmp / "field.json", {"format": FORMAT, "levels": field.levels, "provenance": field.provenance,
                                               "meta": field.meta, "num_gaussians": field.num_gaussians})
         field.lqc.save(tmp / "lqc.safetensors")
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def is_saved_field(folder: Path) -> bool:
+    """Whether ``folder`` holds every file of a saved field (for recovering interrupted saves)."""
+    return all((folder / n).is_file() for n in ("field.json", "field.safetensors", "lqc.safetensors"))
 
 
 def load_field(folder: str | Path, device: torch.device | str = "cpu") -> LanguageField:
