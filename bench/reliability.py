@@ -4,6 +4,8 @@
   smaller burst with masks), against a saved field (generated scene, ORACLE-FEATURE PROTOCOL);
   every request must be answered, served or refused with a reason. Reports served / refused /
   unanswered and round-trip latency percentiles (client side) and the node's own latency.
+- first answer: the first ~/query after loading a field, with node.load_models lazy and
+  background (after the background load finished), and the second one.
 
     python bench/reliability.py [--burst 300] [--clients 3] [--mask-burst 40]
 
@@ -71,6 +73,37 @@ def burst(session, n: int, clients: int, masks: bool) -> dict:
             "node_latency_ms": percentiles([r.latency_ms for r, _ in served])}
 
 
+def first_answers(tmp: Path, params: list[str], domain: int) -> dict:
+    """Latency of the first and second ~/query after start + load_field, per node.load_models."""
+    from langx_ros.ros.client import LangxClient
+    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+
+    out = {}
+    for mode in ("lazy", "background"):
+        env = ros_env(domain, log_dir=tmp / f"ros_logs_{mode}")
+        args = ["--params-file", str(REPO / "config" / "langx.yaml"), "-p", f"keyframes.directory:={tmp / 'kf2'}",
+                "-p", f"node.field_directory:={tmp / 'fields'}", "-p", f"node.load_models:={mode}", *params]
+        node = NodeProcess(args, env, tmp / f"node_{mode}.log")
+        try:
+            with RosSession("langx_first", domain_id=domain) as s:
+                client = LangxClient(s)
+                assert client.wait(lambda: bool(client.status), 60), node.log()
+                if mode == "background":
+                    assert client.wait(lambda: "models ready" in node.log(), 120), node.log()
+                assert client.load("bench").success
+                times = []
+                for _ in range(2):
+                    t = time.perf_counter()
+                    r = client.query(["couch"], view="latest", masks=False)
+                    times.append((time.perf_counter() - t) * 1000)
+                    assert r.success, r.message
+                out[mode] = {"first_ms": times[0], "second_ms": times[1]}
+                print(f"node.load_models={mode}: first ~/query {times[0]:.0f} ms, second {times[1]:.0f} ms", flush=True)
+        finally:
+            node.stop()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--burst", type=int, default=300)
@@ -121,6 +154,8 @@ def main() -> None:
     finally:
         results["node_exit_code"] = node.stop()
         write_json("reliability", results)
+    results["first_answer"] = first_answers(tmp, params, domain)
+    write_json("reliability", results)
 
 
 if __name__ == "__main__":

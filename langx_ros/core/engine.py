@@ -94,6 +94,15 @@ class Engine:
                 self._trimap = load_interpolator(folder, self.cfg.trimap, self.device)
             return self._trimap
 
+    def preload(self) -> str:
+        """Load the models the configured semantics source answers with (the text encoder, and for
+        'clip' SAM2 + open_clip) and warm them with the canonical phrases, so the first query is as
+        fast as the others. Returns what was loaded; raises what loading raises (ModelNotFound)."""
+        kind = TEXT_MINILM if self.cfg.semantics.source == "oracle" else TEXT_CLIP
+        enc = self.text_encoder(kind)
+        enc.encode(list(self.cfg.query.canonical_phrases))
+        return f"{kind} text encoder ({enc.provenance})"
+
     def text_encoder(self, kind: str):
         if kind == TEXT_MINILM:
             return self.minilm()

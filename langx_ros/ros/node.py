@@ -214,6 +214,12 @@ class LangxNode(Node):
         self._last_auto_stamp = -1.0
         self.engine = Engine(self.cfg, self.device)
         self._progress: Progress | None = None  # set while a reconstruction runs
+        self._models_state = "loaded at first use"
+        if self.node_cfg.load_models == "start":
+            self._preload()
+        elif self.node_cfg.load_models == "background":
+            self._models_state = "loading in the background"
+            threading.Thread(target=self._preload, name="langx-preload", daemon=True).start()
         self._last_error = ""
         self._field_dir = Path(os.path.expanduser(self.node_cfg.field_directory))
         for what in recover_dirs(self._field_dir, is_saved_field):
@@ -258,6 +264,17 @@ class LangxNode(Node):
         )
         for name, where in self._weights.items():
             self.get_logger().info(f"  {name}: {where}")
+
+    def _preload(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            what = self.engine.preload()
+        except Exception as exc:  # missing weights: said here, and again by whatever needs them
+            self._models_state = f"not loaded: {type(exc).__name__}: {exc}"
+            self.get_logger().warning(f"models not preloaded: {exc}")
+            return
+        self._models_state = f"ready in {time.perf_counter() - t0:.1f} s: {what}"
+        self.get_logger().info(f"models {self._models_state}")
 
     # ---- parameters ---------------------------------------------------------------------------
     @property
@@ -767,6 +784,7 @@ class LangxNode(Node):
             "device": str(self.device),
             "model_dir": f"{self.model_dir} ({'present' if self.model_dir.is_dir() else 'missing'})",
             "models": self._provenance(),
+            "model loading": f"{self.node_cfg.load_models}: {self._models_state}",
             **{f"weights: {k}": v for k, v in self._weights.items()},
             "camera_info": "none" if camera is None else f"{camera.width}x{camera.height} fx={camera.K[0, 0]:.1f}",
             "images_accepted": str(accepted),

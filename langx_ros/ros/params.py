@@ -71,6 +71,12 @@ class NodeConfig:
         5.0, "A ~/query request that waited longer than this (s) before its turn is refused with the time it waited.",
         min=0.001, max=3600.0,
     )
+    load_models: str = param(
+        "background", "When the models that answer queries (the text encoder of the semantics source; for 'clip' also SAM2 "
+        "and open_clip) load: 'background' (a thread at start: the node answers at once, the first query is as fast as "
+        "the others once loading is done), 'start' (before the node comes up), 'lazy' (at first use: the first query "
+        "waits seconds).", choices=("background", "start", "lazy"),
+    )
     use_tf: bool = param(
         False, "Look camera poses up in tf2 (world_frame <- image frame) instead of the 'pose' topic; needs tf2_ros."
     )

@@ -191,3 +191,36 @@ def test_start_up_recovers_a_field_an_interrupted_save_left_and_cleans_up(start_
     assert "saved fields at start: restored 'victim' from .victim.old-4242" in log, log
     assert "removed leftover .victim.x1y2z3w4" in log
     assert sorted(p.name for p in fields.iterdir()) == [".victim.old-4242", "victim"]
+
+
+def test_models_load_at_start_or_in_the_background_and_diagnostics_say_which(start_node):
+    """semantics.source = oracle answers with MiniLM: 'start' loads it before the node is up,
+    'background' while it already answers; /diagnostics says where loading stands."""
+    oracle = ["-p", "semantics.source:=oracle", "-p", 'semantics.labels:=["a", "b"]']
+    proc, s = start_node("-p", "node.load_models:=start", *oracle)
+    diags: list[DiagnosticArray] = []
+    s.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+
+    def loading() -> str:
+        for d in reversed(diags):
+            for kv in d.status[0].values:
+                if kv.key == "model loading":
+                    return kv.value
+        return ""
+
+    assert spin_until(s.executor, lambda: loading().startswith("start: ready in"), 30), loading()
+    log = proc.log()
+    assert log.index("models ready in") < log.index("langx_node up"), log
+    assert "minilm text encoder" in loading()
+
+    proc, s = start_node("-p", "node.load_models:=background", *oracle)
+    diags.clear()
+    s.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    assert spin_until(s.executor, lambda: loading().startswith("background: ready in"), 60), loading()
+    log = proc.log()
+    assert log.index("langx_node up") < log.index("models ready in"), log
+
+    proc, s = start_node("-p", "node.load_models:=lazy")  # the default source, clip, has no weights here
+    diags.clear()
+    s.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+    assert spin_until(s.executor, lambda: loading() == "lazy: loaded at first use", 30), loading()
