@@ -81,6 +81,7 @@ from langx_ros.ros.convert import (
 )
 from langx_ros.ros.params import build_configs, declare_parameters, unknown_overrides
 from langx_ros.ros.query_server import QueryServer
+from langx_ros.ros.rates import InputRate
 from langx_ros.ros.throttle import ThrottledWarnings
 
 STATE_NAMES = {
@@ -195,6 +196,9 @@ class LangxNode(Node):
         self._latest: LatestImage | None = None
         self._accepted = 0
         self._rejected = 0
+        self._rejected_by: dict[str, int] = {}  # topic -> inputs the node itself refused
+        self._rates = {t: InputRate(self.node_cfg.camera_rate if t in ("image", "depth") else 0.0)
+                       for t in ("image", "depth", "pose")}
         self._last_rejection = ""
         self._field = None  # the LanguageField ~/query answers from (built by ~/reconstruct or loaded)
         self._last_recon_s = -1.0
@@ -328,8 +332,13 @@ class LangxNode(Node):
         return pose_to_matrix(p)
 
     # ---- inputs -------------------------------------------------------------------------------
+    def _arrived(self, topic: str, stamp) -> None:
+        with self._lock:
+            self._rates[topic].add(stamp_seconds(stamp), time.monotonic())
+
     def _reject(self, source: str, reason: str) -> None:
         with self._lock:
+            self._rejected_by[source] = self._rejected_by.get(source, 0) + 1
             self._rejected += 1
             self._last_rejection = f"{source}: {reason}"
         self._warnings.warn(source, f"rejected: {reason}")
@@ -347,6 +356,7 @@ class LangxNode(Node):
             self._publish_status()
 
     def _on_image(self, msg: Image) -> None:
+        self._arrived("image", msg.header.stamp)
         with self._lock:
             camera = self._camera
         try:
@@ -413,6 +423,7 @@ class LangxNode(Node):
                 self._warnings.warn("keyframes", f"automatic capture failed: {exc}")
 
     def _on_depth(self, msg: Image) -> None:
+        self._arrived("depth", msg.header.stamp)
         try:
             depth = depth_from_image(msg, self.node_cfg.max_image_pixels)
             camera = self._camera
@@ -439,6 +450,7 @@ class LangxNode(Node):
             self._instances.append((stamp_seconds(msg.header.stamp), ids))
 
     def _on_pose(self, msg: PoseStamped) -> None:
+        self._arrived("pose", msg.header.stamp)
         try:
             if msg.header.frame_id and msg.header.frame_id != self.node_cfg.world_frame:
                 raise ValueError(f"pose is in frame '{msg.header.frame_id}' but node.world_frame is '{self.node_cfg.world_frame}'")
@@ -747,6 +759,9 @@ class LangxNode(Node):
             msg.images_accepted = self._accepted
             msg.images_rejected = self._rejected
             msg.last_rejection = self._last_rejection
+            img, now = self._rates["image"], time.monotonic()
+            msg.image_rate_hz, msg.camera_rate_hz = float(img.rate_hz(now)), float(img.camera_hz())
+            msg.images_lost_estimate, msg.input_behind = int(img.lost), bool(img.behind(now))
         msg.state_name = STATE_NAMES[msg.state]
         msg.num_keyframes = len(self._keyframes)
         f = self._field
@@ -768,6 +783,10 @@ class LangxNode(Node):
         with self._lock:
             state, accepted, rejected, last = self._state(), self._accepted, self._rejected, self._last_rejection
             camera = self._camera
+            now = time.monotonic()
+            rates = {t: r.summary(now) for t, r in self._rates.items()}
+            behind = [t for t, r in self._rates.items() if r.behind(now)]
+            rejected_by = ", ".join(f"{k} {v}" for k, v in sorted(self._rejected_by.items())) or "none"
         st = DiagnosticStatus()
         st.name = f"{self.get_name()}: language field"
         st.hardware_id = str(self.device)
@@ -775,6 +794,9 @@ class LangxNode(Node):
             st.level, st.message = DiagnosticStatus.ERROR, f"last reconstruction failed: {self._last_error}"
         elif state == NodeStatus.STATE_WAITING_FOR_INPUT:
             st.level, st.message = DiagnosticStatus.WARN, "no valid camera input yet"
+        elif behind:
+            st.level, st.message = DiagnosticStatus.WARN, (f"{STATE_NAMES[state]}; input falls behind the camera on "
+                                                           f"{', '.join(behind)}: {rates[behind[0]]}")
         elif rejected and last:
             st.level, st.message = DiagnosticStatus.WARN, f"{STATE_NAMES[state]}; rejected inputs: {last}"
         else:
@@ -789,6 +811,8 @@ class LangxNode(Node):
             "camera_info": "none" if camera is None else f"{camera.width}x{camera.height} fx={camera.K[0, 0]:.1f}",
             "images_accepted": str(accepted),
             "images_rejected": str(rejected),
+            "rejected by the node, per topic": rejected_by,
+            **{f"input {t}": v for t, v in rates.items()},
             "last_rejection": last,
             "keyframes": f"{len(self._keyframes)} in {self._keyframes.root}",
             "field": "none" if self._field is None else f"{self._field.num_gaussians} Gaussians",

@@ -54,6 +54,10 @@ class NodeConfig:
         "batches by the query workers), so more threads let larger bursts be answered together; the reconstruction and "
         "captures hold one each while they run.", min=4, max=256,
     )
+    camera_rate: float = param(
+        0.0, "The camera's frame rate (Hz), to tell how many frames never reached the node; 0 = estimate it from the "
+        "image stamps.", min=0.0, max=10_000.0,
+    )
     service_queue_depth: int = param(
         1000, "Depth of the middleware queue of every service and of the action's goal/cancel/result services: requests "
         "beyond it are lost before the node sees them, so keep it above the largest burst a client may send.", min=1, max=100_000,

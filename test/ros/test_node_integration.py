@@ -224,3 +224,38 @@ def test_models_load_at_start_or_in_the_background_and_diagnostics_say_which(sta
     diags.clear()
     s.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
     assert spin_until(s.executor, lambda: loading() == "lazy: loaded at first use", 30), loading()
+
+
+def test_status_reports_input_rates_and_frames_lost_before_the_node(start_node):
+    """A 30 Hz camera of which every other frame is lost on the way (stamps tell): ~/status shows
+    the camera's rate from the stamps, the rate received, the frames lost and that input is behind."""
+    proc, session = start_node("--params-file", str(Path(__file__).resolve().parents[2] / "config" / "langx.yaml"),
+                               "-p", "node.status_period:=0.2")
+    node = session.node
+    pub_img = node.create_publisher(Image, "/image", qos_profile_sensor_data)
+    pub_info = node.create_publisher(CameraInfo, "/camera_info", qos_profile_sensor_data)
+    status = _status(session)
+    assert spin_until(session.executor, lambda: pub_img.get_subscription_count() > 0, 30.0)
+    info = camera_info_from_intrinsics(K, 64, 48)
+    for _ in range(5):
+        pub_info.publish(info)
+        spin_until(session.executor, lambda: False, 0.02)
+    t0 = time.time()
+    sent = skipped = 0
+    for i in range(89):  # 3 s of a 30 Hz camera
+        if i >= 20 and i % 2:  # after the first 20 frames every other one is lost on the way
+            skipped += 1
+        else:
+            img = numpy_to_image(RGB, "rgb8")
+            st = t0 + i / 30.0
+            img.header.stamp.sec, img.header.stamp.nanosec = int(st), int((st % 1) * 1e9)
+            pub_img.publish(img)
+            sent += 1
+        spin_until(session.executor, lambda: False, max(0.0, t0 + (i + 1) / 30.0 - time.time()))
+    assert spin_until(session.executor, lambda: status and status[-1].images_accepted >= 0.8 * sent, 10.0)
+    spin_until(session.executor, lambda: status[-1].images_accepted == sent, 3.0)  # the last ones may still be on the way
+    spin_until(session.executor, lambda: False, 0.5)
+    s = status[-1]
+    assert 27.0 < s.camera_rate_hz < 33.0, s
+    assert skipped <= s.images_lost_estimate <= skipped + (sent - s.images_accepted) + 2, (s.images_lost_estimate, skipped)
+    assert s.input_behind and 0 < s.image_rate_hz < 24.0, s
