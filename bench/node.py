@@ -38,12 +38,12 @@ def callback_cost(n: int = 200) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         node = LangxNode(context=ctx, parameter_overrides=[Parameter("keyframes.directory", value=tmp)])
         K = np.array([[525.0, 0, 320], [0, 525.0, 240], [0, 0, 1]])
-        node._on_camera_info(camera_info_from_intrinsics(K, 640, 480))
+        node._inputs._on_camera_info(camera_info_from_intrinsics(K, 640, 480))
         img = numpy_to_image(np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8), "rgb8")
         bgr = numpy_to_image(np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8), "bgr8")
         depth = numpy_to_image(np.full((480, 640), 1500, np.uint16), "16UC1")
         out = {}
-        for name, fn, msg in (("rgb8_ms", node._on_image, img), ("bgr8_ms", node._on_image, bgr), ("depth16_ms", node._on_depth, depth)):
+        for name, fn, msg in (("rgb8_ms", node._inputs._on_image, img), ("bgr8_ms", node._inputs._on_image, bgr), ("depth16_ms", node._inputs._on_depth, depth)):
             for _ in range(10):
                 fn(msg)
             t = []

@@ -35,10 +35,8 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import rclpy
@@ -49,11 +47,9 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from geometry_msgs.msg import PoseStamped
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
-from std_srvs.srv import Trigger
 
 from langx_interfaces.action import Reconstruct
 from langx_interfaces.msg import NodeStatus
@@ -66,22 +62,13 @@ from langx_ros.core.field.io import is_saved_field, load_field, save_field
 from langx_ros.core.field.train import Cancelled
 from langx_ros.core.models import inventory
 from langx_ros.core.reconstruct import STAGES, failure_message
-from langx_ros.core.frames import Frame, FrameError, validate_pose
-from langx_ros.core.keyframes import KeyframeStore, should_capture
+from langx_ros.core.keyframes import KeyframeStore
 from langx_ros.core.query import QueryRequestError
-from langx_ros.ros.convert import (
-    ImageError,
-    cloud_to_msg,
-    depth_from_image,
-    image_to_numpy,
-    intrinsics_from_camera_info,
-    pose_to_matrix,
-    rgb_from_image,
-    stamp_seconds,
-)
+from langx_ros.ros.convert import cloud_to_msg, pose_to_matrix
 from langx_ros.ros.params import build_configs, declare_parameters, unknown_overrides
 from langx_ros.ros.query_server import QueryServer
-from langx_ros.ros.rates import InputRate
+from langx_ros.ros.capture import KeyframeCapture
+from langx_ros.ros.inputs import CameraInputs
 from langx_ros.ros.throttle import ThrottledWarnings
 
 STATE_NAMES = {
@@ -98,33 +85,6 @@ LATCHED = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
-
-
-@dataclass
-class CameraModel:
-    """The last valid camera_info."""
-
-    K: np.ndarray
-    width: int
-    height: int
-    frame_id: str
-
-
-@dataclass
-class LatestImage:
-    """The last accepted colour image, its camera and what matched it in time."""
-
-    rgb: np.ndarray
-    camera: CameraModel
-    stamp: object  # builtin_interfaces/Time
-    frame_id: str
-    depth: np.ndarray | None = None  # (H, W) metres, NaN = none
-    pose: np.ndarray | None = None  # 4x4 camera-to-world
-    instances: np.ndarray | None = None  # (H, W) int64 ids (generated scenes only)
-
-    def to_frame(self) -> Frame:
-        return Frame(f"{self.frame_id}@{stamp_seconds(self.stamp):.3f}", self.rgb, self.camera.K, self.pose, self.depth,
-                     stamp_seconds(self.stamp), self.instances)
 
 
 @dataclass
@@ -168,12 +128,6 @@ class Progress:
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")  # no leading dot: hidden names are the store's own
 
 
-def _nearest(buffer: deque, t: float, tolerance: float):
-    """The (stamp, value) of ``buffer`` closest to ``t`` within ``tolerance``, else None."""
-    best = min(buffer, key=lambda e: abs(e[0] - t), default=None)
-    return best if best is not None and abs(best[0] - t) <= tolerance else None
-
-
 class LangxNode(Node):
     """Keeps camera input, answers ~/query, reports its state."""
 
@@ -191,20 +145,10 @@ class LangxNode(Node):
                 f"node.mask_queue_limit ({self.node_cfg.mask_queue_limit}) leaves fewer than 4 of node.executor_threads "
                 f"({self.node_cfg.executor_threads}) free: during a burst of mask queries cheap ones wait for a thread")
 
-        self._lock = threading.Lock()
-        self._camera: CameraModel | None = None
-        self._latest: LatestImage | None = None
-        self._accepted = 0
-        self._rejected = 0
-        self._rejected_by: dict[str, int] = {}  # topic -> inputs the node itself refused
-        self._rates = {t: InputRate(self.node_cfg.camera_rate if t in ("image", "depth") else 0.0)
-                       for t in ("image", "depth", "pose")}
-        self._last_rejection = ""
+        self._lock = threading.Lock()  # the field, the reconstruction's progress and the keyframe store
         self._field = None  # the LanguageField ~/query answers from (built by ~/reconstruct or loaded)
         self._last_recon_s = -1.0
         self._warnings = ThrottledWarnings(self.get_logger().warning, self.node_cfg.warn_throttle_seconds)
-        self._depths: deque = deque(maxlen=30)  # (stamp s, depth array)
-        self._poses: deque = deque(maxlen=200)  # (stamp s, 4x4)
         self._keyframes = KeyframeStore(self.cfg.keyframes.directory, self.cfg.keyframes.max_keyframes)
         for what in self._keyframes.recovered:
             self.get_logger().warning(f"keyframes at start: {what}")
@@ -213,9 +157,6 @@ class LangxNode(Node):
         if len(self._keyframes):
             self.get_logger().info(f"reloaded {len(self._keyframes)} keyframes from {self._keyframes.root}")
         self._tf = self._make_tf_buffer() if self.node_cfg.use_tf else None
-        self._instances: deque = deque(maxlen=30)  # (stamp s, ids)
-        self._images: deque = deque(maxlen=10)  # recent accepted images, matched on demand
-        self._last_auto_stamp = -1.0
         self.engine = Engine(self.cfg, self.device)
         self._progress: Progress | None = None  # set while a reconstruction runs
         self._models_state = "loaded at first use"
@@ -230,25 +171,20 @@ class LangxNode(Node):
             self.get_logger().warning(f"saved fields at start: {what}")
         group = ReentrantCallbackGroup()
 
-        self.create_subscription(Image, "image", self._on_image, qos_profile_sensor_data)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_profile_sensor_data)
-        self._companions = {  # topics matched to each image by stamp
-            "depth": self.create_subscription(Image, "depth", self._on_depth, qos_profile_sensor_data),
-            "pose": self.create_subscription(PoseStamped, "pose", self._on_pose, 50),
-            "instances": self.create_subscription(Image, "instances", self._on_instances, qos_profile_sensor_data),
-        }
         # requests wait in the middleware up to this depth before the executor takes them (default 10 loses bursts)
         srv_qos = QoSProfile(depth=self.node_cfg.service_queue_depth, history=HistoryPolicy.KEEP_LAST,
                              reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
         nc = self.node_cfg
+        self._inputs = CameraInputs(self, lambda: self.node_cfg, self._tf_pose, self._warnings_warn, self._publish_status,
+                                    lambda: self._capture.maybe_auto_capture())
+        self._capture = KeyframeCapture(self, self._inputs, self._keyframes, self._lock, lambda: (self.cfg, self.node_cfg),
+                                        self._publish_status, self._warnings_warn, srv_qos, group)
         self._queries = QueryServer(
-            self, self.engine, self._field_or_error, self._view, lambda: (m := self._latest_matched()) is not None and m.pose is not None,
+            self, self.engine, self._field_or_error, self._view,
+            lambda: (m := self._inputs.latest_matched()) is not None and m.pose is not None,
             self._world_header, self._provenance, self._warnings_warn,
             {"query_queue_limit": nc.query_queue_limit, "mask_queue_limit": nc.mask_queue_limit, "query_max_wait": nc.query_max_wait},
             srv_qos, group)
-        # reentrant: a capture waits for late depth/pose/instances while the subscriptions keep running
-        self.create_service(Trigger, "~/capture_keyframe", self._on_capture, qos_profile=srv_qos, callback_group=group)
-        self.create_service(Trigger, "~/clear_keyframes", self._on_clear, qos_profile=srv_qos)
         self.create_service(FieldFile, "~/save_field", self._on_save, qos_profile=srv_qos, callback_group=group)
         self.create_service(FieldFile, "~/load_field", self._on_load, qos_profile=srv_qos, callback_group=group)
         self._action = ActionServer(self, Reconstruct, "~/reconstruct", execute_callback=self._execute,
@@ -330,219 +266,6 @@ class LangxNode(Node):
         p.position.x, p.position.y, p.position.z = tr.translation.x, tr.translation.y, tr.translation.z
         p.orientation = tr.rotation
         return pose_to_matrix(p)
-
-    # ---- inputs -------------------------------------------------------------------------------
-    def _arrived(self, topic: str, stamp) -> None:
-        with self._lock:
-            self._rates[topic].add(stamp_seconds(stamp), time.monotonic())
-
-    def _reject(self, source: str, reason: str) -> None:
-        with self._lock:
-            self._rejected_by[source] = self._rejected_by.get(source, 0) + 1
-            self._rejected += 1
-            self._last_rejection = f"{source}: {reason}"
-        self._warnings.warn(source, f"rejected: {reason}")
-
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        try:
-            K = intrinsics_from_camera_info(msg)
-        except FrameError as exc:
-            self._reject("camera_info", str(exc))
-            return
-        with self._lock:
-            first = self._camera is None
-            self._camera = CameraModel(K, int(msg.width), int(msg.height), msg.header.frame_id)
-        if first:
-            self._publish_status()
-
-    def _on_image(self, msg: Image) -> None:
-        self._arrived("image", msg.header.stamp)
-        with self._lock:
-            camera = self._camera
-        try:
-            if camera is None:
-                raise ImageError("no valid camera_info received yet (is 'camera_info' published and remapped?)")
-            rgb = rgb_from_image(msg, self.node_cfg.max_image_pixels)
-            if (msg.width, msg.height) != (camera.width, camera.height):
-                raise ImageError(
-                    f"image is {msg.width}x{msg.height} but camera_info says {camera.width}x{camera.height}"
-                )
-        except (ImageError, FrameError) as exc:
-            self._reject("image", str(exc))
-            return
-        latest = LatestImage(rgb, camera, msg.header.stamp, msg.header.frame_id)
-        with self._lock:
-            first = self._latest is None
-            self._latest = latest
-            self._images.append(latest)
-            self._accepted += 1
-        if first:
-            self._publish_status()
-        self._maybe_auto_capture()
-
-    def _matched(self, img: LatestImage) -> LatestImage:
-        """``img`` with the depth, pose and instance ids whose stamps are nearest (within
-        node.sync_tolerance), looked up now: arrival order of the topics does not matter."""
-        t = stamp_seconds(img.stamp)
-        tol = self.node_cfg.sync_tolerance
-        with self._lock:
-            d = _nearest(self._depths, t, tol)
-            p = _nearest(self._poses, t, tol)
-            ins = _nearest(self._instances, t, tol)
-        shape = img.rgb.shape[:2]
-        depth = d[1] if d is not None and d[1].shape == shape else None  # other sizes were rejected on arrival
-        instances = ins[1] if ins is not None and ins[1].shape == shape else None
-        pose = p[1] if p is not None else self._tf_pose(img.frame_id, img.stamp)
-        return LatestImage(img.rgb, img.camera, img.stamp, img.frame_id, depth, pose, instances)
-
-    def _newest_matched(self, accept: Callable[[LatestImage], bool]) -> LatestImage | None:
-        """The newest recent image that ``accept``s once matched, or None."""
-        with self._lock:
-            recent = list(self._images)
-        for img in reversed(recent):
-            m = self._matched(img)
-            if accept(m):
-                return m
-        return None
-
-    def _latest_matched(self) -> LatestImage | None:
-        """The newest recent image that has a camera pose (else the newest image), matched."""
-        return self._newest_matched(lambda m: m.pose is not None) or self._newest_matched(lambda m: True)
-
-    def _maybe_auto_capture(self) -> None:
-        if not self.cfg.keyframes.auto_capture:
-            return
-        m = self._latest_matched()
-        if m is None or m.pose is None or stamp_seconds(m.stamp) <= self._last_auto_stamp:
-            return
-        if should_capture(self._keyframes.last_pose(), m.pose, self.cfg.keyframes):
-            self._last_auto_stamp = stamp_seconds(m.stamp)
-            try:
-                self._capture(m)
-            except (FrameError, OSError) as exc:
-                self._warnings.warn("keyframes", f"automatic capture failed: {exc}")
-
-    def _on_depth(self, msg: Image) -> None:
-        self._arrived("depth", msg.header.stamp)
-        try:
-            depth = depth_from_image(msg, self.node_cfg.max_image_pixels)
-            camera = self._camera
-            if camera is not None and depth.shape != (camera.height, camera.width):
-                raise ImageError(f"depth is {depth.shape[1]}x{depth.shape[0]} but camera_info says {camera.width}x{camera.height} "
-                                 "(register depth to the colour camera)")
-        except ImageError as exc:
-            self._reject("depth", str(exc))
-            return
-        with self._lock:
-            self._depths.append((stamp_seconds(msg.header.stamp), depth))
-
-    def _on_instances(self, msg: Image) -> None:
-        try:
-            if msg.encoding not in ("16UC1", "mono16"):
-                raise ImageError(f"instance ids must be 16UC1/mono16, got '{msg.encoding}'")
-            raw = image_to_numpy(msg, self.node_cfg.max_image_pixels)
-        except ImageError as exc:
-            self._reject("instances", str(exc))
-            return
-        ids = raw.astype(np.int64)
-        ids[raw == 65535] = -1
-        with self._lock:
-            self._instances.append((stamp_seconds(msg.header.stamp), ids))
-
-    def _on_pose(self, msg: PoseStamped) -> None:
-        self._arrived("pose", msg.header.stamp)
-        try:
-            if msg.header.frame_id and msg.header.frame_id != self.node_cfg.world_frame:
-                raise ValueError(f"pose is in frame '{msg.header.frame_id}' but node.world_frame is '{self.node_cfg.world_frame}'")
-            T = validate_pose(pose_to_matrix(msg.pose))
-        except (ValueError, FrameError) as exc:
-            self._reject("pose", str(exc))
-            return
-        with self._lock:
-            self._poses.append((stamp_seconds(msg.header.stamp), T))
-        self._maybe_auto_capture()
-
-    # ---- keyframes ----------------------------------------------------------------------------
-    def _capture(self, latest: LatestImage) -> str:
-        """Store ``latest`` as a keyframe; returns its id (raises FrameError when unusable)."""
-        if latest.pose is None:
-            raise FrameError(
-                f"no camera pose within {self.node_cfg.sync_tolerance:.3f} s of the latest image "
-                "(publish geometry_msgs/PoseStamped on 'pose' with matching stamps)"
-            )
-        with self._lock:
-            kid = self._keyframes.add(latest.to_frame(), source=latest.frame_id)
-        self._publish_status()
-        return kid
-
-    def _missing(self, m: LatestImage) -> list[str]:
-        """Companion topics that are in use (they have published before, or a publisher is connected
-        now) but have no message matching ``m``."""
-        with self._lock:
-            seen = {"depth": bool(self._depths), "pose": bool(self._poses), "instances": bool(self._instances)}
-        return [k for k, sub in self._companions.items()  # keys name LatestImage's fields
-                if getattr(m, k) is None and (seen[k] or sub.get_publisher_count() > 0)]
-
-    def _wait_matched(self) -> tuple[LatestImage | None, list[str], str]:
-        """The image to capture, what it lacks and a note on the choice.
-
-        The newest image, once its depth/pose/instances arrived (each topic in use). When they do
-        not within node.capture_wait seconds, the newest recent image that has them all and is not
-        a keyframe yet (depth that comes at a lower rate or is dropped on the way); else the newest
-        image with what matched; without a pose, the newest image that has one."""
-        with self._lock:
-            newest = self._images[-1] if self._images else None
-        if newest is None:
-            return None, [], ""
-        wait = self.node_cfg.capture_wait
-        deadline = time.monotonic() + wait
-        while True:
-            m = self._matched(newest)
-            missing = self._missing(m)
-            if not missing or time.monotonic() >= deadline:
-                break
-            time.sleep(0.01)
-        if not missing:
-            return m, [], ""
-        complete = self._newest_matched(lambda c: not self._missing(c) and not self._stored(c))
-        if complete is not None:
-            age = stamp_seconds(newest.stamp) - stamp_seconds(complete.stamp)
-            return complete, [], f"the newest image had no matching {', '.join(missing)} within {wait:g} s: took one {age:.3f} s older"
-        if m.pose is None:
-            m = self._latest_matched() or m
-            missing = self._missing(m)
-        return m, missing, f"no matching {', '.join(missing)} within {wait:g} s" if missing else ""
-
-    def _stored(self, m: LatestImage) -> bool:
-        """Whether ``m`` is a keyframe already."""
-        with self._lock:
-            return self._keyframes.holding(stamp_seconds(m.stamp), m.frame_id) is not None
-
-    def _on_capture(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        latest, missing, note = self._wait_matched()
-        if latest is None:
-            response.success, response.message = False, "no valid image received yet"
-            return response
-        try:
-            kid = self._capture(latest)
-        except (FrameError, OSError) as exc:
-            response.success, response.message = False, f"not captured: {exc}"
-            return response
-        response.success = True
-        parts = [f"depth: {'yes' if latest.depth is not None else 'no'}"]
-        if latest.instances is not None:
-            parts.append("instances: yes")
-        if note:
-            parts.append(note)
-        response.message = f"captured {kid} ({'; '.join(parts)}); {len(self._keyframes)} keyframes"
-        return response
-
-    def _on_clear(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        with self._lock:
-            n = self._keyframes.clear()
-        self._publish_status()
-        response.success, response.message = True, f"removed {n} keyframes"
-        return response
 
     # ---- reconstruction -----------------------------------------------------------------------
     def _execute(self, goal_handle):
@@ -651,12 +374,12 @@ class LangxNode(Node):
 
     def _view(self, view: str) -> tuple[Camera, Header, np.ndarray]:
         """(camera, header for images of that view, its RGB) for 'latest' or a keyframe id."""
+        latest = self._inputs.latest
         with self._lock:
-            latest = self._latest
             frame = self._keyframes.frames.get(view)
             known = self._keyframes.ids()
         if view in ("", "latest"):
-            latest = self._latest_matched()
+            latest = self._inputs.latest_matched()
             if latest is None:
                 raise QueryRequestError("view 'latest': no image received yet")
             if latest.pose is None:
@@ -682,7 +405,7 @@ class LangxNode(Node):
             raise QueryRequestError(f"reconstructing: no field yet ({progress.stage}, {progress.total * 100:.0f}%)")
         raise QueryRequestError(
             "no field yet: capture at least 2 keyframes and run the ~/reconstruct action first "
-            f"({self._accepted} images, {len(self._keyframes)} keyframes so far)"
+            f"({self._inputs.accepted} images, {len(self._keyframes)} keyframes so far)"
         )
 
     def _warnings_warn(self, kind: str, text: str) -> None:
@@ -746,7 +469,7 @@ class LangxNode(Node):
             return NodeStatus.STATE_READY
         if self._last_error:
             return NodeStatus.STATE_ERROR
-        if self._latest is None:
+        if self._inputs.latest is None:
             return NodeStatus.STATE_WAITING_FOR_INPUT
         return NodeStatus.STATE_CAPTURING
 
@@ -754,12 +477,14 @@ class LangxNode(Node):
         msg = NodeStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = self.node_cfg.world_frame
+        inp = self._inputs
         with self._lock:
             msg.state = self._state()
-            msg.images_accepted = self._accepted
-            msg.images_rejected = self._rejected
-            msg.last_rejection = self._last_rejection
-            img, now = self._rates["image"], time.monotonic()
+        with inp.lock:
+            msg.images_accepted = inp.accepted
+            msg.images_rejected = inp.rejected
+            msg.last_rejection = inp.last_rejection
+            img, now = inp.rates["image"], time.monotonic()
             msg.image_rate_hz, msg.camera_rate_hz = float(img.rate_hz(now)), float(img.camera_hz())
             msg.images_lost_estimate, msg.input_behind = int(img.lost), bool(img.behind(now))
         msg.state_name = STATE_NAMES[msg.state]
@@ -772,7 +497,7 @@ class LangxNode(Node):
         msg.last_reconstruction_seconds = float(self._last_recon_s)
         msg.last_query_latency_ms = float(self._queries.last_latency_ms)
         if msg.state == NodeStatus.STATE_WAITING_FOR_INPUT:
-            msg.message = "waiting for camera_info and image" if self._camera is None else "waiting for image"
+            msg.message = "waiting for camera_info and image" if self._inputs.camera is None else "waiting for image"
         elif msg.state == NodeStatus.STATE_RECONSTRUCTING and self._progress is not None:
             msg.message = f"{self._progress.stage} {self._progress.total * 100:.0f}%: {self._progress.detail}"
         elif msg.state == NodeStatus.STATE_ERROR:
@@ -780,13 +505,13 @@ class LangxNode(Node):
         self._status_pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
+        inp = self._inputs
         with self._lock:
-            state, accepted, rejected, last = self._state(), self._accepted, self._rejected, self._last_rejection
-            camera = self._camera
-            now = time.monotonic()
-            rates = {t: r.summary(now) for t, r in self._rates.items()}
-            behind = [t for t, r in self._rates.items() if r.behind(now)]
-            rejected_by = ", ".join(f"{k} {v}" for k, v in sorted(self._rejected_by.items())) or "none"
+            state = self._state()
+        with inp.lock:
+            accepted, rejected, last, camera = inp.accepted, inp.rejected, inp.last_rejection, inp.camera
+            rejected_by = ", ".join(f"{k} {v}" for k, v in sorted(inp.rejected_by.items())) or "none"
+        rates, behind = inp.rate_summaries()
         st = DiagnosticStatus()
         st.name = f"{self.get_name()}: language field"
         st.hardware_id = str(self.device)

@@ -46,9 +46,11 @@ class FramePublisher:
     def connected(self) -> bool:
         return self.image.get_subscription_count() > 0
 
-    def publish(self, f: Frame) -> float:
-        """Publish ``f`` stamped now; returns that stamp in seconds."""
+    def publish(self, f: Frame, stamp_s: float | None = None) -> float:
+        """Publish ``f`` stamped ``stamp_s`` (seconds; default now); returns the stamp in seconds."""
         stamp = self.node.get_clock().now().to_msg()
+        if stamp_s is not None:
+            stamp.sec, stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9)) % 1_000_000_000
         msgs = []
         info = camera_info_from_intrinsics(f.K, f.width, f.height)
         msgs.append((self.info, info))
