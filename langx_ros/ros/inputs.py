@@ -228,6 +228,13 @@ class CameraInputs:
             seen = {"depth": bool(self._depths), "pose": bool(self._poses), "instances": bool(self._instances)}
         return [k for k, sub in self._companions.items() if getattr(m, k) is None and (seen[k] or sub.get_publisher_count() > 0)]
 
+    def image_rate(self) -> tuple[float, float, int, bool]:
+        """(images received per s, the camera's rate, images estimated lost, input behind)."""
+        now = time.monotonic()
+        with self.lock:
+            r = self.rates["image"]
+            return float(r.rate_hz(now)), float(r.camera_hz()), int(r.lost), bool(r.behind(now))
+
     def rate_summaries(self) -> tuple[dict[str, str], list[str]]:
         """Per topic the rate line for /diagnostics, and the topics whose input falls behind."""
         now = time.monotonic()

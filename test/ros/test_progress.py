@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from langx_ros.core.reconstruct import STAGES
-from langx_ros.ros.node import Progress
+from langx_ros.ros.state import Progress
 
 
 def test_snapshot_reports_stages_shorter_than_the_feedback_period():
