@@ -78,6 +78,13 @@ def judge(query: str, found: bool, score: float, points: np.ndarray, truth: dict
             "centroid_error_m": s.centroid_error}
 
 
+def semantics_label(mode: str, provenance: str) -> str:
+    """What made the features, for the overlay's caption (random weights said first)."""
+    if mode != "rgbd":
+        return ORACLE_LABEL
+    return "open_clip + SAM2" + (" with RANDOM WEIGHTS" if "RANDOM WEIGHTS" in provenance else "")
+
+
 def oracle_params(labels: list[str]) -> list[str]:
     """Node parameters of the oracle-feature protocol with these labels (index = instance id)."""
     return ["-p", "semantics.source:=oracle", "-p", "semantics.labels:=" + json.dumps(labels),
@@ -174,12 +181,21 @@ def main(argv: list[str] | None = None) -> int:
         node_args += oracle_params(scene.names) + ["-p", "lqc.steps:=1000"]
         why += f"; {w}x{h}, {iters} iterations ({'CUDA' if gpu else 'CPU: small size'})"
     else:
-        from langx_ros.core.frames import load_rgbd_frame
+        from langx_ros.core.frames import list_rgbd_folder, load_rgbd_frame, resize_frame
 
-        frames = [load_rgbd_frame(args.data, f"frame-{i:06d}") for i in (0, 2, 116)]
-        view = load_rgbd_frame(args.data, "frame-000001")
+        ids = list_rgbd_folder(args.data)
+        if len(ids) < 3:
+            raise SystemExit(f"--scene rgbd needs at least 3 posed RGB-D frames in {args.data}, found {len(ids)}")
+        # the lounge's split (view 000001 near the training views); another folder: every frame but the second
+        train = [i for i in ("frame-000000", "frame-000002", "frame-000116") if i in ids]
+        view_id = "frame-000001" if "frame-000001" in ids and len(train) >= 2 else ids[1]
+        train = train if len(train) >= 2 else [i for i in ids if i != view_id]
+        sized = (lambda f: resize_frame(f, *args.size)) if args.size else (lambda f: f)
+        frames = [sized(load_rgbd_frame(args.data, i)) for i in train]
+        view = sized(load_rgbd_frame(args.data, view_id))
         queries = args.queries or REAL_QUERIES
         iters = args.iterations or 3000
+        why += f"; {view.width}x{view.height}, {iters} iterations"
     print(f"[demo] mode: {mode}: {why}", flush=True)
 
     domain = args.domain_id if args.domain_id is not None else random.randint(100, 199)
@@ -258,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     rel = image_to_numpy(rel_imgs[-1]) if rel_imgs else None
                     mask = image_to_numpy(m.mask) if m.mask.width else None
                     title = (f"'{q}': score {m.score:.2f}, {m.cloud.width} pts | "
-                             f"{'open_clip + SAM2' if mode == 'rgbd' else ORACLE_LABEL}"
+                             f"{semantics_label(mode, result.provenance)}"
                              + (f" | {verdict['text']}" if verdict else ""))
                     png = overlay(view.rgb, mask, rel, title)
                     cv2.imwrite(str(out / f"{slug}.png"), png[:, :, ::-1])
@@ -270,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
                 summary["checked"] = {"right": right, "of": len(checks)}
                 print(f"\n[demo] {right} of {len(checks)} answers right against our annotations "
                       f"({ORACLE_LABEL}; precision/recall within 5 cm of the object's observed surface)", flush=True)
+            if "RANDOM WEIGHTS" in result.provenance:
+                summary["random_weights"] = True
+                print("\n[demo] NOTE: this field was built on RANDOM WEIGHTS (see the provenance above): its answers are "
+                      "meaningless; the run rehearses the path real weights take", flush=True)
             saved = client.save("demo")
             summary["saved_field"] = saved.path if saved.success else saved.message
             summary["provenance"] = res.provenance if res.success else result.provenance

@@ -6,6 +6,7 @@ The text encoder of the same model embeds queries (with a small cache).
 """
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,6 +28,15 @@ class FeatureConfig:
     text_cache: int = param(1024, "Text embeddings kept in memory.", min=0, max=1_000_000)
 
 
+class _NotThisWarning(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
 class ClipModel:
     """open_clip image and text towers (real weights from a file, or random weights)."""
 
@@ -36,7 +46,17 @@ class ClipModel:
         ensure_torchvision()
         import open_clip
 
-        self.model = open_clip.create_model(arch, pretrained=weights, device=device).eval()
+        quiet = _NotThisWarning("No pretrained weights loaded")  # open_clip's, about the state before ours loads
+        logging.getLogger().addFilter(quiet)
+        try:
+            model = open_clip.create_model(arch, pretrained=None)
+        finally:
+            logging.getLogger().removeFilter(quiet)
+        if weights is not None:  # loaded here, not by open_clip: errors name the file and what was expected
+            from langx_ros.core.checkpoints import load_open_clip
+
+            load_open_clip(model, weights, arch)
+        self.model = model.to(device).eval()
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.device = torch.device(device)
         size = self.model.visual.image_size

@@ -155,6 +155,25 @@ def load_rgbd_frame(folder: str | Path, frame_id: str, depth_scale: float = 1000
     return validate_frame(Frame(frame_id, rgb, K, pose, depth))
 
 
+def save_rgbd_folder(frames: list[Frame], folder: str | Path) -> Path:
+    """Write posed frames (one camera: the first frame's K) as a posed RGB-D folder that
+    :func:`load_rgbd_frame` reads back: frame-NNNNNN.color.png / .depth.png (mm) / .pose.txt."""
+    import cv2
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savetxt(folder / "camera-intrinsics.txt", frames[0].K)
+    for i, f in enumerate(frames):
+        stem = folder / f"frame-{i:06d}"
+        cv2.imwrite(f"{stem}.color.png", f.rgb[:, :, ::-1])
+        if f.depth is not None:
+            mm = np.where(np.isfinite(f.depth), np.clip(np.round(f.depth * 1000.0), 0, 65534), 0).astype(np.uint16)
+            cv2.imwrite(f"{stem}.depth.png", mm)
+        if f.pose is not None:
+            np.savetxt(f"{stem}.pose.txt", f.pose)
+    return folder
+
+
 # --------------------------------------------------------------------------------------------
 # Geometry
 # --------------------------------------------------------------------------------------------

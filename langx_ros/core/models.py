@@ -90,7 +90,9 @@ def find_weights(what: str, candidates: list[Path], allow_random: bool, hint: st
     """The first existing candidate, else random weights when allowed, else ModelNotFound."""
     for p in candidates:
         if p.is_file():
-            return WeightsLocation(p, f"real weights ({p})")
+            from langx_ros.core.checkpoints import weights_note
+
+            return WeightsLocation(p, weights_note(p))  # a rehearsal file says RANDOM WEIGHTS
     if allow_random:
         return WeightsLocation(None, "RANDOM WEIGHTS (no weights found; models.allow_random_weights is true)")
     raise ModelNotFound(what, candidates, hint)
@@ -118,11 +120,19 @@ def sam2_weights(checkpoint: str, model_dir: str, hf_cache: str = "", allow_rand
 
 def _resolved(find: Callable[[], WeightsLocation], missing_note: str) -> str:
     try:
-        return str(find().path)
+        loc = find()
+        return loc.note if loc.note.startswith("RANDOM") else str(loc.path)
     except ModelNotFound:
         return f"missing ({missing_note})"
     except ValueError as exc:
         return f"error: {exc}"
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def inventory(cfg) -> dict[str, str]:
@@ -140,5 +150,6 @@ def inventory(cfg) -> dict[str, str]:
         f"SAM2 {ckpt}": _resolved(lambda: sam2_weights(ckpt, m.model_dir, m.hf_cache), "superpixel fallback"),
         "LQC": (lqc if Path(lqc).expanduser().with_suffix(".safetensors").is_file() else f"missing: {lqc}") if lqc
         else "per-scene (reconstruct.lqc_path empty)",
-        "TriMap": str(folder) if not missing else f"missing ({len(missing)} of {len(REQUIRED)} required files; use_trimap refused)",
+        "TriMap": (f"{folder}{' (RANDOM WEIGHTS: a rehearsal model)' if 'langx_rehearsal' in _text(folder / 'model_index.json') else ''}"
+                   if not missing else f"missing ({len(missing)} of {len(REQUIRED)} required files; use_trimap refused)"),
     }

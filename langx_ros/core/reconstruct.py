@@ -248,7 +248,12 @@ def reconstruct(
     t = time.perf_counter()
     check_cancel()
     report("lqc", 0.0, "features -> codes")
-    all_feats = np.concatenate([feats for per in sem + gen_sem for _, feats in per if len(feats)], axis=0)
+    found = [feats for per in sem + gen_sem for _, feats in per if len(feats)]
+    if not found:
+        raise FrameError(f"no segments in any of the {len(frames)} frames ({getattr(semantics, 'provenance', 'semantics')}): "
+                         "nothing to give language features (with SAM2, lower segment.pred_iou_threshold or "
+                         "segment.min_area_fraction; with random weights SAM2's predicted IoUs are meaningless)")
+    all_feats = np.concatenate(found, axis=0)
     canonical = torch.as_tensor(text_encoder.encode(list(canonical_phrases)))
     if cfg.lqc_path:
         lqc = LQC.load(Path(cfg.lqc_path).expanduser(), device)

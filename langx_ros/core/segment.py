@@ -106,8 +106,12 @@ class SAM2Segmenter:
         from langx_ros.core.models import SAM2_CONFIGS
 
         overrides = [f"++model.image_size={image_size}"] if image_size else []
-        model = build_sam2(SAM2_CONFIGS[cfg.sam2_checkpoint], checkpoint, device=device, hydra_overrides_extra=overrides)
-        return cls(model, cfg, provenance)
+        model = build_sam2(SAM2_CONFIGS[cfg.sam2_checkpoint], None, device="cpu", hydra_overrides_extra=overrides)
+        if checkpoint is not None:  # loaded here, not by build_sam2: errors name the file and what was expected
+            from langx_ros.core.checkpoints import load_sam2
+
+            load_sam2(model, checkpoint, cfg.sam2_checkpoint)
+        return cls(model.to(device).eval(), cfg, provenance)
 
     def segment(self, rgb: np.ndarray) -> list[np.ndarray]:
         import torch

@@ -15,6 +15,7 @@ text conditioning arrives as precomputed prompt embeddings. The loop reuses diff
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -240,6 +241,14 @@ def load_interpolator(folder, cfg: TriMapConfig, device: torch.device | str, cac
         offload = interp._helper.enable_model_cpu_offload if cfg.cpu_offload == "model" else interp._helper.enable_sequential_cpu_offload
         offload(device=device)
         notes.append(f"{cfg.cpu_offload} CPU offload")
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        index = {}
+    from langx_ros.core.checkpoints import REHEARSAL_KEY
+
+    if REHEARSAL_KEY in index or "RANDOM" in str(index.get("_note", "")):  # a rehearsal or test model
+        notes.insert(0, f"RANDOM WEIGHTS: {index.get(REHEARSAL_KEY) or index.get('_note')}")
     interp.provenance = f"TriMap, weights from {folder} ({', '.join(notes)})"
     return interp
 
