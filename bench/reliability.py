@@ -6,6 +6,9 @@
   unanswered and round-trip latency percentiles (client side) and the node's own latency.
 - first answer: the first ~/query after loading a field, with node.load_models lazy and
   background (after the background load finished), and the second one.
+- kill -9: the node is killed at a random moment while it saves a field over an existing one,
+  and while it captures keyframes; after each restart every name that existed resolves to a
+  complete version (the field loads, the keyframes reload) and nothing is left behind.
 
     python bench/reliability.py [--burst 300] [--clients 3] [--mask-burst 40]
 
@@ -104,12 +107,83 @@ def first_answers(tmp: Path, params: list[str], domain: int) -> dict:
     return out
 
 
+def kill_trials(tmp: Path, params: list[str], domain: int, trials: int) -> dict:
+    """kill -9 during ~/save_field (over an existing field) and during ~/capture_keyframe."""
+    import signal
+    import threading
+
+    from langx_interfaces.srv import FieldFile
+    from std_srvs.srv import Trigger
+
+    from langx_ros.core.keyframes import KeyframeStore
+    from langx_ros.core.synthetic import make_scene
+    from langx_ros.ros.client import LangxClient
+    from langx_ros.ros.player import FramePublisher
+    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+
+    rng = random.Random(3)
+    out = {"save": [], "capture": []}
+    kf_dir = tmp / "kf_kill"
+    frames = make_scene(6, 320, 240).frames
+    for trial in range(trials):
+        for what in ("save", "capture"):
+            env = ros_env(domain, log_dir=tmp / "ros_logs_kill")
+            args = ["--params-file", str(REPO / "config" / "langx.yaml"), "-p", f"keyframes.directory:={kf_dir}",
+                    "-p", f"node.field_directory:={tmp / 'fields'}", "-p", "node.load_models:=lazy", *params]
+            for t in ("image", "camera_info", "depth", "pose", "instances"):
+                args += ["-r", f"{t}:=/camera/{t}"]
+            node = NodeProcess(args, env, tmp / f"node_kill_{what}_{trial}.log")
+            before = KeyframeStore(kf_dir, 32).ids() if kf_dir.exists() else []
+            with RosSession("langx_kill", domain_id=domain) as s:
+                client = LangxClient(s)
+                assert client.wait(lambda: bool(client.status), 60), node.log()
+                assert client.load("bench").success
+                if what == "save":
+                    cl = s.node.create_client(FieldFile, "/langx_node/save_field")
+                    req = FieldFile.Request(name="bench")
+                else:
+                    pub = FramePublisher(s.node, "/camera", instances=True)
+                    client.wait(lambda: pub.connected(), 10)
+                    for _ in range(3):
+                        pub.publish(frames[trial % len(frames)])
+                        client.wait(lambda: False, 0.05)
+                    cl = s.node.create_client(Trigger, "/langx_node/capture_keyframe")
+                    req = Trigger.Request()
+                client.wait(cl.service_is_ready, 10)
+                for _ in range(5):
+                    cl.call_async(req)
+                killer = threading.Timer(rng.uniform(0.0, 0.4), lambda: os.kill(node.proc.pid, signal.SIGKILL))
+                killer.start()
+                client.wait(lambda: node.proc.poll() is not None, 10)
+                killer.join()
+            node.stop()
+            # restart: the node repairs, then every name resolves to a complete version
+            node = NodeProcess(args, env, tmp / f"node_restart_{what}_{trial}.log")
+            with RosSession("langx_kill2", domain_id=domain) as s:
+                client = LangxClient(s)
+                assert client.wait(lambda: bool(client.status), 60), node.log()
+                loaded = client.load("bench")
+                repaired = [ln for ln in node.log().splitlines() if "at start:" in ln]
+            node.stop()
+            store = KeyframeStore(kf_dir, 32)
+            leftovers = [p.name for d in (tmp / "fields", kf_dir) for p in d.iterdir() if p.name.startswith(".")]
+            leftovers = [n for n in leftovers if not (n.startswith(".bench.v-") and (tmp / "fields" / "bench").resolve().name == n)]
+            ok = loaded.success and not store.skipped and set(before) <= set(store.ids()) and not leftovers
+            out[what].append({"ok": ok, "field_loads": loaded.success, "keyframes_before": len(before),
+                              "keyframes_after": len(store), "unreadable": store.skipped, "leftovers": leftovers,
+                              "repaired": repaired})
+            print(f"kill -9 during {what} #{trial + 1}: {'ok' if ok else 'FAILED'} (field loads: {loaded.success}, keyframes "
+                  f"{len(before)} -> {len(store)}, leftovers {leftovers or 'none'}, repair log: {len(repaired)} lines)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--burst", type=int, default=300)
     ap.add_argument("--clients", type=int, default=3)
     ap.add_argument("--mask-burst", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--kill-trials", type=int, default=5)
     a = ap.parse_args()
 
     from langx_ros.core.synthetic import make_scene
@@ -155,6 +229,8 @@ def main() -> None:
         results["node_exit_code"] = node.stop()
         write_json("reliability", results)
     results["first_answer"] = first_answers(tmp, params, domain)
+    write_json("reliability", results)
+    results["kill"] = kill_trials(tmp, params, domain, a.kill_trials)
     write_json("reliability", results)
 
 
