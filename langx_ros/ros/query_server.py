@@ -54,6 +54,7 @@ class QueryKey:
 class QueryAnswer:
     matches: list  # ObjectMatch
     provenance: str
+    rviz: tuple = ()  # (cloud, markers) as published, re-published (restamped) when the answer is reused
 
 
 class QueryServer:
@@ -131,6 +132,12 @@ class QueryServer:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
+                cloud, markers = hit.rviz  # RViz users see every answer, reused or not
+                stamp = self._world_header().stamp
+                for h in [cloud.header, *(m.header for m in markers.markers)]:
+                    h.stamp = stamp
+                self._q_cloud.publish(cloud)
+                self._q_markers.publish(markers)
                 return hit
         camera, view_header, view_rgb = self._view(key.view) if key.masks else (None, None, None)
         answers = self.engine.answer(field_, queries, key.threshold, camera, key.masks, key.all_instances)
@@ -142,7 +149,7 @@ class QueryServer:
         if mask is not None:
             self._q_mask.publish(mask)
             self._q_rel.publish(rel)
-        answer = QueryAnswer(msgs, field_.provenance_text())
+        answer = QueryAnswer(msgs, field_.provenance_text(), (cloud, markers))
         if not key.masks:
             self._cache[key] = answer
             while len(self._cache) > ANSWER_CACHE:
@@ -153,8 +160,9 @@ class QueryServer:
     def _on_query(self, request: QueryObjects.Request, response: QueryObjects.Response) -> QueryObjects.Response:
         t0 = time.perf_counter()
         response.provenance = self._provenance()
-        key = QueryKey(tuple(request.queries), float(request.threshold), request.view, bool(request.return_masks),
-                       bool(request.all_instances))
+        masks = bool(request.return_masks)
+        key = QueryKey(tuple(request.queries), float(request.threshold), request.view if masks else "", masks,
+                       bool(request.all_instances))  # without masks the view plays no part
         lane = self.lanes["masks" if key.masks else "query"]
         done = threading.Event()
         try:

@@ -113,6 +113,16 @@ def test_capture_reconstruct_query_save_load(start_node):
     assert markers[-1].markers[0].action == Marker.DELETEALL and markers[-1].markers[1].type == Marker.CUBE
     assert clouds[-1].header.frame_id == "map" and rel_imgs[-1].encoding == "rgb8"
 
+    # an answer without masks is reused for the same question, and RViz still sees every answer, freshly stamped
+    first = _query(s, ["couch"], view, masks=False)
+    spin_until(s.executor, lambda: False, 0.5)
+    n_clouds = len(clouds)
+    again = _query(s, ["couch"], view, masks=False)
+    assert again.success and again.matches[0].cloud.width == first.matches[0].cloud.width
+    assert spin_until(s.executor, lambda: len(clouds) > n_clouds, 5), "a reused answer was not shown on ~/query/cloud"
+    t = lambda h: h.stamp.sec + h.stamp.nanosec * 1e-9  # noqa: E731
+    assert t(clouds[-1].header) >= t(first.matches[0].cloud.header)
+
     # a burst of 300 requests from 3 clients at once: every one answered (served or refused with a reason)
     burst = query_burst(s, [QueryObjects.Request(queries=["couch"] if i % 2 else ["zebra", "a ball"], view="latest")
                             for i in range(300)], clients=3)
