@@ -62,18 +62,16 @@ def live(seconds: float, rate: float) -> dict:
 
     from langx_ros.ros.client import LangxClient
     from langx_ros.ros.player import FramePublisher
-    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+    from langx_ros.ros.process import NodeProcess, RosSession, node_args, ros_env
 
     scene = make_scene(4, 160, 120)
     big = make_scene(1, 640, 480).frames[0]
     tmp = Path(tempfile.mkdtemp())
     domain = random.randint(100, 199)
     env = ros_env(domain, log_dir=tmp / "logs")
-    args = ["-p", f"keyframes.directory:={tmp / 'kf'}", "-p", f"node.field_directory:={tmp / 'fields'}",
-            "-p", "semantics.source:=oracle", "-p", "semantics.labels:=" + json.dumps(scene.labels),
-            "-p", "field.iterations:=100000", "-p", "lqc.steps:=200", "-p", "lqc.codebook_size:=128"]
-    for t in ("image", "camera_info", "depth", "pose", "instances"):
-        args += ["-r", f"{t}:=/camera/{t}"]
+    args = node_args(tmp / "kf", tmp / "fields") + [
+        "-p", "semantics.source:=oracle", "-p", "semantics.labels:=" + json.dumps(scene.labels),
+        "-p", "field.iterations:=100000", "-p", "lqc.steps:=200", "-p", "lqc.codebook_size:=128"]
     node = NodeProcess(args, env, tmp / "node.log")
     res: dict = {}
     try:

@@ -27,6 +27,8 @@ import numpy as np
 
 from _util import REPO, machine, write_json
 
+PARAMS = REPO / "config" / "langx.yaml"
+
 
 def saved_field(folder: Path) -> list[str]:
     """Build a small field of the generated scene (oracle-feature protocol), save it as
@@ -79,13 +81,12 @@ def burst(session, n: int, clients: int, masks: bool) -> dict:
 def first_answers(tmp: Path, params: list[str], domain: int) -> dict:
     """Latency of the first and second ~/query after start + load_field, per node.load_models."""
     from langx_ros.ros.client import LangxClient
-    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+    from langx_ros.ros.process import NodeProcess, RosSession, node_args, ros_env
 
     out = {}
     for mode in ("lazy", "background"):
         env = ros_env(domain, log_dir=tmp / f"ros_logs_{mode}")
-        args = ["--params-file", str(REPO / "config" / "langx.yaml"), "-p", f"keyframes.directory:={tmp / 'kf2'}",
-                "-p", f"node.field_directory:={tmp / 'fields'}", "-p", f"node.load_models:={mode}", *params]
+        args = node_args(tmp / "kf2", tmp / "fields", PARAMS) + ["-p", f"node.load_models:={mode}", *params]
         node = NodeProcess(args, env, tmp / f"node_{mode}.log")
         try:
             with RosSession("langx_first", domain_id=domain) as s:
@@ -119,7 +120,7 @@ def kill_trials(tmp: Path, params: list[str], domain: int, trials: int) -> dict:
     from langx_ros.core.synthetic import make_scene
     from langx_ros.ros.client import LangxClient
     from langx_ros.ros.player import FramePublisher
-    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+    from langx_ros.ros.process import NodeProcess, RosSession, node_args, ros_env
 
     rng = random.Random(3)
     out = {"save": [], "capture": []}
@@ -128,10 +129,7 @@ def kill_trials(tmp: Path, params: list[str], domain: int, trials: int) -> dict:
     for trial in range(trials):
         for what in ("save", "capture"):
             env = ros_env(domain, log_dir=tmp / "ros_logs_kill")
-            args = ["--params-file", str(REPO / "config" / "langx.yaml"), "-p", f"keyframes.directory:={kf_dir}",
-                    "-p", f"node.field_directory:={tmp / 'fields'}", "-p", "node.load_models:=lazy", *params]
-            for t in ("image", "camera_info", "depth", "pose", "instances"):
-                args += ["-r", f"{t}:=/camera/{t}"]
+            args = node_args(kf_dir, tmp / "fields", PARAMS) + ["-p", "node.load_models:=lazy", *params]
             node = NodeProcess(args, env, tmp / f"node_kill_{what}_{trial}.log")
             before = KeyframeStore(kf_dir, 32).ids() if kf_dir.exists() else []
             with RosSession("langx_kill", domain_id=domain) as s:
@@ -189,7 +187,7 @@ def main() -> None:
     from langx_ros.core.synthetic import make_scene
     from langx_ros.ros.client import LangxClient
     from langx_ros.ros.player import FramePublisher
-    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+    from langx_ros.ros.process import NodeProcess, RosSession, node_args, ros_env
 
     tmp = Path(tempfile.mkdtemp(prefix="langx_reliability_"))
     (tmp / "fields").mkdir()
@@ -198,10 +196,7 @@ def main() -> None:
     domain = random.randint(100, 199)
     env = ros_env(domain, log_dir=tmp / "ros_logs")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    args = ["--params-file", str(REPO / "config" / "langx.yaml"), "-p", f"keyframes.directory:={tmp / 'kf'}",
-            "-p", f"node.field_directory:={tmp / 'fields'}", *params]
-    for t in ("image", "camera_info", "depth", "pose", "instances"):
-        args += ["-r", f"{t}:=/camera/{t}"]
+    args = node_args(tmp / "kf", tmp / "fields", PARAMS) + params
     node = NodeProcess(args, env, tmp / "node.log")
     results: dict = {"machine": machine(), "bursts": []}
     try:

@@ -36,16 +36,13 @@ def main() -> None:
     from langx_ros.core.synthetic import make_scene
     from langx_ros.ros.client import LangxClient
     from langx_ros.ros.player import FramePublisher
-    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+    from langx_ros.ros.process import NodeProcess, RosSession, node_args, ros_env
 
     tmp = Path(tempfile.mkdtemp(prefix="langx_soak_"))
     domain = random.randint(100, 199)
     env = ros_env(domain, log_dir=tmp / "ros_logs")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    args = ["--params-file", str(REPO / "config" / "langx.yaml"), "-p", f"keyframes.directory:={tmp / 'kf'}",
-            "-p", f"node.field_directory:={tmp / 'fields'}", "-p", "node.status_period:=0.5"]
-    for t in ("image", "camera_info", "depth", "pose"):
-        args += ["-r", f"{t}:=/camera/{t}"]
+    args = node_args(tmp / "kf", tmp / "fields", REPO / "config" / "langx.yaml") + ["-p", "node.status_period:=0.5"]
     node = NodeProcess(args, env, tmp / "node.log")
     frame = make_scene(1, 640, 480).frames[0]
     samples = []

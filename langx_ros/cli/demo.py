@@ -145,16 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     from langx_ros.ros.convert import cloud_from_msg, image_to_numpy
     from langx_ros.ros.player import FramePublisher
     from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+    from langx_ros.ros.process import node_args as camera_node_args
 
     mode, why = choose_mode(args)
     out = args.out
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    node_args = ["--params-file", str(args.params), "-p", f"keyframes.directory:={out / 'keyframes'}",
-                 "-p", f"node.field_directory:={out / 'fields'}"]
-    for t in ("image", "camera_info", "depth", "pose", "instances"):
-        node_args += ["-r", f"{t}:=/camera/{t}"]
+    node_args = camera_node_args(out / "keyframes", out / "fields", args.params)
     truth: dict[str, np.ndarray] = {}  # lounge: annotated object name -> its observed surface points
     if mode == "synthetic":
         from langx_ros.core.synthetic import make_scene

@@ -40,6 +40,20 @@ def rehearsal_note(path: str | Path) -> str | None:
     return obj.get(REHEARSAL_KEY) if isinstance(obj, dict) and isinstance(obj.get(REHEARSAL_KEY), str) else None
 
 
+def folder_random_note(folder: str | Path) -> str | None:
+    """Why a diffusers model folder holds random weights (the rehearsal mark, or the "RANDOM"
+    note of the tiny test model in its model_index.json), or None for a real one."""
+    import json
+
+    try:
+        index = json.loads((Path(folder) / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if REHEARSAL_KEY in index:
+        return str(index[REHEARSAL_KEY])
+    return str(index["_note"]) if "RANDOM" in str(index.get("_note", "")) else None
+
+
 def weights_note(path: str | Path) -> str:
     """What to say about weights loaded from ``path``."""
     mark = rehearsal_note(path)

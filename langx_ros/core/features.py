@@ -7,8 +7,6 @@ The text encoder of the same model embeds queries (with a small cache).
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from langx_ros.core.config_fields import param
+from langx_ros.core.text_cache import TextCache
 from langx_ros.core.segment import map_ids
 
 
@@ -66,9 +65,7 @@ class ClipModel:
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.provenance = f"open_clip {arch}: {provenance}"
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_lock = threading.Lock()
-        self.text_cache_size = text_cache
+        self._text_cache = TextCache(text_cache)
 
     @property
     def dim(self) -> int:
@@ -85,15 +82,8 @@ class ClipModel:
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> np.ndarray:
         """(len(texts), F) normalised text embeddings (cached; safe to call from several threads)."""
-        with self._text_lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-            if missing:
-                emb = F.normalize(self.model.encode_text(self.tokenizer(missing).to(self.device)).float(), dim=-1).cpu().numpy()
-                for t, e in zip(missing, emb):
-                    self._text_cache[t] = e
-                    while len(self._text_cache) > max(self.text_cache_size, len(texts)):
-                        self._text_cache.popitem(last=False)
-            return np.stack([self._text_cache[t] for t in texts]).astype(np.float32)
+        return self._text_cache.encode(texts, lambda missing: F.normalize(
+            self.model.encode_text(self.tokenizer(missing).to(self.device)).float(), dim=-1).cpu().numpy())
 
     # TextEncoder protocol
     def encode(self, texts: list[str]) -> np.ndarray:

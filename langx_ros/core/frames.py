@@ -155,6 +155,12 @@ def load_rgbd_frame(folder: str | Path, frame_id: str, depth_scale: float = 1000
     return validate_frame(Frame(frame_id, rgb, K, pose, depth))
 
 
+def depth_to_mm(depth: np.ndarray, max_mm: int = 65535) -> np.ndarray:
+    """(H, W) metres (NaN = no reading) -> uint16 millimetres, 0 = no reading, clipped to ``max_mm``
+    (65534 where 65535 is read back as "no reading", as :func:`load_rgbd_frame` does)."""
+    return np.where(np.isfinite(depth), np.clip(np.round(depth * 1000.0), 0, max_mm), 0).astype(np.uint16)
+
+
 def save_rgbd_folder(frames: list[Frame], folder: str | Path) -> Path:
     """Write posed frames (one camera: the first frame's K) as a posed RGB-D folder that
     :func:`load_rgbd_frame` reads back: frame-NNNNNN.color.png / .depth.png (mm) / .pose.txt."""
@@ -167,8 +173,7 @@ def save_rgbd_folder(frames: list[Frame], folder: str | Path) -> Path:
         stem = folder / f"frame-{i:06d}"
         cv2.imwrite(f"{stem}.color.png", f.rgb[:, :, ::-1])
         if f.depth is not None:
-            mm = np.where(np.isfinite(f.depth), np.clip(np.round(f.depth * 1000.0), 0, 65534), 0).astype(np.uint16)
-            cv2.imwrite(f"{stem}.depth.png", mm)
+            cv2.imwrite(f"{stem}.depth.png", depth_to_mm(f.depth, 65534))
         if f.pose is not None:
             np.savetxt(f"{stem}.pose.txt", f.pose)
     return folder

@@ -21,7 +21,7 @@ import numpy as np
 
 from langx_ros.core.atomic import atomic_write_bytes, atomic_write_json, fsync_dir, recover_dirs, remove_tree
 from langx_ros.core.config_fields import param
-from langx_ros.core.frames import Frame, FrameError, validate_frame
+from langx_ros.core.frames import Frame, FrameError, depth_to_mm, validate_frame
 
 _ID_RE = re.compile(r"^kf-(\d{6})$")
 NO_INSTANCE = 65535  # instances.png value for "no instance"
@@ -150,7 +150,7 @@ class KeyframeStore:
                 raise OSError("PNG encoding failed")
             atomic_write_bytes(tmp / "rgb.png", png.tobytes())
             if f.depth is not None:
-                mm = np.where(np.isfinite(f.depth), np.clip(np.round(f.depth * 1000.0), 0, 65535), 0).astype(np.uint16)
+                mm = depth_to_mm(f.depth)
                 ok, dpng = cv2.imencode(".png", mm)
                 if not ok:
                     raise OSError("PNG encoding failed")

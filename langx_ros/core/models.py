@@ -128,16 +128,10 @@ def _resolved(find: Callable[[], WeightsLocation], missing_note: str) -> str:
         return f"error: {exc}"
 
 
-def _text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
-
-
 def inventory(cfg) -> dict[str, str]:
     """What the configured models resolve to, one line each (for start-up logs and
     /diagnostics): a path, or what is missing and what happens instead. ``cfg``: LangxConfig."""
+    from langx_ros.core.checkpoints import folder_random_note
     from langx_ros.core.trimap.interpolate import REQUIRED, missing_model_files
 
     m, ckpt, lqc = cfg.models, cfg.segment.sam2_checkpoint, cfg.reconstruct.lqc_path
@@ -150,6 +144,6 @@ def inventory(cfg) -> dict[str, str]:
         f"SAM2 {ckpt}": _resolved(lambda: sam2_weights(ckpt, m.model_dir, m.hf_cache), "superpixel fallback"),
         "LQC": (lqc if Path(lqc).expanduser().with_suffix(".safetensors").is_file() else f"missing: {lqc}") if lqc
         else "per-scene (reconstruct.lqc_path empty)",
-        "TriMap": (f"{folder}{' (RANDOM WEIGHTS: a rehearsal model)' if 'langx_rehearsal' in _text(folder / 'model_index.json') else ''}"
+        "TriMap": (f"{folder}" + (f" (RANDOM WEIGHTS: {note})" if (note := folder_random_note(folder)) else "")
                    if not missing else f"missing ({len(missing)} of {len(REQUIRED)} required files; use_trimap refused)"),
     }

@@ -121,7 +121,5 @@ def write_rehearsal(out: str | Path, trimap_subdir: str = "trimap", prompts: tup
         prompts = (TriMapConfig().prompt, "")
     out = Path(out)
     model_dir, hf = out / "models", out / "hf"
-    trimap = save_tiny_model(model_dir / trimap_subdir, prompts)
-    (trimap / "model_index.json").write_text((trimap / "model_index.json").read_text().replace(
-        '"_note"', f'"{REHEARSAL_KEY}": "{MARK}", "_note"'))
+    trimap = save_tiny_model(model_dir / trimap_subdir, prompts, index_extra={REHEARSAL_KEY: MARK})
     return Rehearsal(model_dir, hf, write_open_clip(hf), write_sam2(model_dir), write_lqc(model_dir), trimap)

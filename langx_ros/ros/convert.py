@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -39,6 +40,12 @@ DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 def stamp_seconds(stamp) -> float:
     """builtin_interfaces/Time -> seconds (the one conversion used wherever stamps are compared)."""
     return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
+
+
+def stamp_from_seconds(seconds: float) -> Time:
+    """Seconds -> builtin_interfaces/Time, to the nearest nanosecond (the inverse of stamp_seconds)."""
+    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def image_to_numpy(msg: Image, max_pixels: int = 0) -> np.ndarray:

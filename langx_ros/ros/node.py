@@ -58,7 +58,7 @@ from langx_ros.core.keyframes import KeyframeStore
 from langx_ros.core.models import inventory
 from langx_ros.core.query import QueryRequestError
 from langx_ros.ros.capture import KeyframeCapture
-from langx_ros.ros.convert import cloud_to_msg, pose_to_matrix
+from langx_ros.ros.convert import cloud_to_msg, pose_to_matrix, stamp_from_seconds
 from langx_ros.ros.field_store import FieldStore
 from langx_ros.ros.inputs import CameraInputs
 from langx_ros.ros.params import build_configs, declare_parameters, unknown_overrides
@@ -123,9 +123,7 @@ class LangxNode(Node):
         self._queries = QueryServer(
             self, self.engine, self._field_or_error, self._view,
             lambda: (m := self._inputs.latest_matched()) is not None and m.pose is not None,
-            self._world_header, self._provenance, self._warn,
-            {"query_queue_limit": nc.query_queue_limit, "mask_queue_limit": nc.mask_queue_limit, "query_max_wait": nc.query_max_wait},
-            srv_qos, group)
+            self._world_header, self._provenance, self._warn, nc, srv_qos, group)
         self._store = FieldStore(self, nc.field_directory, self.state, self.device, self._field_changed, srv_qos, group)
         self._action = ReconstructAction(self, self.engine, self.state,
                                          lambda new: self._field_changed() if new else self._publish_status(),
@@ -242,9 +240,7 @@ class LangxNode(Node):
             shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
             raise QueryRequestError(f"unknown view '{view[:80]}' (use 'latest' or a keyframe id: {shown or 'none captured'})")
         frame_id = latest.frame_id if latest is not None else "camera"
-        stamp = Header().stamp
-        stamp.sec, stamp.nanosec = int(frame.stamp), int((frame.stamp % 1) * 1e9)
-        return Camera.of(frame, frame_id), Header(stamp=stamp, frame_id=frame_id), frame.rgb
+        return Camera.of(frame, frame_id), Header(stamp=stamp_from_seconds(frame.stamp), frame_id=frame_id), frame.rgb
 
     def _field_or_error(self):
         """The field queries answer from; raises QueryRequestError saying why there is none."""

@@ -22,8 +22,8 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
-from langx_ros.core.frames import Frame
-from langx_ros.ros.convert import camera_info_from_intrinsics, matrix_to_pose, numpy_to_image, stamp_seconds
+from langx_ros.core.frames import Frame, depth_to_mm
+from langx_ros.ros.convert import camera_info_from_intrinsics, matrix_to_pose, numpy_to_image, stamp_from_seconds, stamp_seconds
 
 
 class FramePublisher:
@@ -48,9 +48,7 @@ class FramePublisher:
 
     def publish(self, f: Frame, stamp_s: float | None = None) -> float:
         """Publish ``f`` stamped ``stamp_s`` (seconds; default now); returns the stamp in seconds."""
-        stamp = self.node.get_clock().now().to_msg()
-        if stamp_s is not None:
-            stamp.sec, stamp.nanosec = int(stamp_s), int(round((stamp_s % 1) * 1e9)) % 1_000_000_000
+        stamp = self.node.get_clock().now().to_msg() if stamp_s is None else stamp_from_seconds(stamp_s)
         msgs = []
         info = camera_info_from_intrinsics(f.K, f.width, f.height)
         msgs.append((self.info, info))
@@ -60,8 +58,7 @@ class FramePublisher:
             ps.pose = matrix_to_pose(f.pose)
             self.pose.publish(self._stamped(ps, stamp, self.world_frame))
         if f.depth is not None:
-            mm = np.where(np.isfinite(f.depth), np.clip(np.round(f.depth * 1000), 0, 65535), 0).astype(np.uint16)
-            msgs.append((self.depth, numpy_to_image(mm, "16UC1")))
+            msgs.append((self.depth, numpy_to_image(depth_to_mm(f.depth), "16UC1")))
         if f.instances is not None and self.instances is not None:
             ids = np.where(f.instances < 0, 65535, np.clip(f.instances, 0, 65534)).astype(np.uint16)
             msgs.append((self.instances, numpy_to_image(ids, "16UC1")))

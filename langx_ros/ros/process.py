@@ -82,6 +82,20 @@ class NodeProcess:
         self.stop()
 
 
+CAMERA_TOPICS = ("image", "camera_info", "depth", "pose", "instances")
+
+
+def node_args(keyframes: str | Path, fields: str | Path, params_file: str | Path | None = None, camera: str = "/camera") -> list[str]:
+    """langx_node's ROS arguments for a program that plays a camera to it: the parameter file
+    (None = the node's defaults), its own keyframe and field folders, and the camera topics
+    (CAMERA_TOPICS) remapped under ``camera``."""
+    args = ["--params-file", str(params_file)] if params_file is not None else []
+    args += ["-p", f"keyframes.directory:={keyframes}", "-p", f"node.field_directory:={fields}"]
+    for t in CAMERA_TOPICS:
+        args += ["-r", f"{t}:={camera}/{t}"]
+    return args
+
+
 def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], bool], timeout: float) -> bool:
     """Spin ``executor`` until ``predicate()`` holds or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout

@@ -33,6 +33,7 @@ from langx_interfaces.srv import QueryObjects
 from langx_ros.core.engine import Camera, Engine
 from langx_ros.core.query import QueryRequestError, prepare_queries
 from langx_ros.ros.answers import object_match, rviz_outputs
+from langx_ros.ros.params import NodeConfig
 from langx_ros.ros.requests import Job, Lane, Refused
 
 
@@ -63,13 +64,14 @@ class QueryServer:
     ``field_or_error()`` returns the field to answer from or raises QueryRequestError (no field
     yet, reconstructing); ``view(name)`` returns (camera, header, rgb) for a view name or raises
     QueryRequestError; ``latest_has_pose()`` says whether 'latest' can be rendered;
-    ``provenance()`` what a refused request's answer says about the models.
+    ``provenance()`` what a refused request's answer says about the models; ``limits``: the node
+    settings with the lanes' limits (node.query_queue_limit, mask_queue_limit, query_max_wait).
     """
 
     def __init__(self, node: Node, engine: Engine, field_or_error: Callable[[], object],
                  view: Callable[[str], tuple[Camera, Header, np.ndarray]], latest_has_pose: Callable[[], bool],
                  world_header: Callable[[], Header], provenance: Callable[[], str], warn: Callable[[str, str], None],
-                 limits: dict[str, float], qos, callback_group):
+                 limits: NodeConfig, qos, callback_group):
         self.node = node
         self.engine = engine
         self._field_or_error = field_or_error
@@ -82,8 +84,8 @@ class QueryServer:
         self._cache: OrderedDict[QueryKey, QueryAnswer] = OrderedDict()  # answers without masks, of _cache_field
         self._cache_field = lambda: None
         self.lanes = {
-            "query": Lane("query", self._serve, int(limits["query_queue_limit"]), float(limits["query_max_wait"])),
-            "masks": Lane("mask query", self._serve, int(limits["mask_queue_limit"]), float(limits["query_max_wait"])),
+            "query": Lane("query", self._serve, limits.query_queue_limit, limits.query_max_wait),
+            "masks": Lane("mask query", self._serve, limits.mask_queue_limit, limits.query_max_wait),
         }
         self._q_cloud = node.create_publisher(PointCloud2, "~/query/cloud", 10)
         self._q_markers = node.create_publisher(MarkerArray, "~/query/markers", 10)

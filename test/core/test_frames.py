@@ -115,3 +115,11 @@ def test_loader_round_trip(tmp_path):
     (f,) = [load_rgbd_frame(tmp_path, i) for i in list_rgbd_folder(tmp_path)]
     assert np.array_equal(f.rgb, rgb)
     assert np.isnan(f.depth[:, :8]).all() and np.isnan(f.depth[0, 8]) and np.allclose(f.depth[1:, 8:], 1.5)
+
+
+def test_depth_to_mm_rounds_clips_and_marks_no_reading_as_zero():
+    from langx_ros.core.frames import depth_to_mm
+
+    d = np.array([[1.2346, np.nan, -0.5], [70.0, np.inf, 0.0004]], np.float32)
+    assert depth_to_mm(d).tolist() == [[1235, 0, 0], [65535, 0, 0]]
+    assert depth_to_mm(d, 65534)[1, 0] == 65534 and depth_to_mm(d).dtype == np.uint16

@@ -170,3 +170,13 @@ def test_markers_clear_then_box_and_label():
     box, text = arr.markers[1:]
     assert box.type == Marker.CUBE and box.scale.x == pytest.approx(0.4) and box.header.frame_id == "map"
     assert text.text == "printer (0.91)" and text.pose.position.z > box.pose.position.z
+
+
+def test_stamps_from_seconds_round_to_the_nanosecond_and_carry_into_seconds():
+    from langx_ros.ros.convert import stamp_from_seconds, stamp_seconds
+
+    t = stamp_from_seconds(1795786445.123456789)
+    assert t.sec == 1795786445 and abs(t.nanosec - 123456789) <= 256  # float64 resolution at this magnitude
+    assert abs(stamp_seconds(t) - 1795786445.123456789) < 1e-6
+    carried = stamp_from_seconds(41.9999999999)
+    assert (carried.sec, carried.nanosec) == (42, 0)  # never nanosec = 1e9

@@ -15,7 +15,6 @@ text conditioning arrives as precomputed prompt embeddings. The loop reuses diff
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -241,14 +240,11 @@ def load_interpolator(folder, cfg: TriMapConfig, device: torch.device | str, cac
         offload = interp._helper.enable_model_cpu_offload if cfg.cpu_offload == "model" else interp._helper.enable_sequential_cpu_offload
         offload(device=device)
         notes.append(f"{cfg.cpu_offload} CPU offload")
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError):
-        index = {}
-    from langx_ros.core.checkpoints import REHEARSAL_KEY
+    from langx_ros.core.checkpoints import folder_random_note
 
-    if REHEARSAL_KEY in index or "RANDOM" in str(index.get("_note", "")):  # a rehearsal or test model
-        notes.insert(0, f"RANDOM WEIGHTS: {index.get(REHEARSAL_KEY) or index.get('_note')}")
+    random_note = folder_random_note(folder)  # a rehearsal or test model
+    if random_note:
+        notes.insert(0, f"RANDOM WEIGHTS: {random_note}")
     interp.provenance = f"TriMap, weights from {folder} ({', '.join(notes)})"
     return interp
 

@@ -36,9 +36,10 @@ def tiny_components(in_channels: int = 8, seed: int = 0):
     return tr, vae
 
 
-def save_tiny_model(folder: str | Path, prompts: tuple[str, ...] = (), seed: int = 0) -> Path:
+def save_tiny_model(folder: str | Path, prompts: tuple[str, ...] = (), seed: int = 0, index_extra: dict | None = None) -> Path:
     """Write the tiny model as a diffusers folder (model_index.json, transformer/, vae/,
-    scheduler/) with cached RANDOM prompt embeddings for ``prompts`` (no T5 needed)."""
+    scheduler/) with cached RANDOM prompt embeddings for ``prompts`` (no T5 needed);
+    ``index_extra``: more keys for model_index.json."""
     from diffusers import CogVideoXDDIMScheduler
     from safetensors.torch import save_file
 
@@ -49,7 +50,7 @@ def save_tiny_model(folder: str | Path, prompts: tuple[str, ...] = (), seed: int
     tr.save_pretrained(str(folder / "transformer"))
     vae.save_pretrained(str(folder / "vae"))
     CogVideoXDDIMScheduler().save_pretrained(str(folder / "scheduler"))
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXImageToVideoPipeline",
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXImageToVideoPipeline", **(index_extra or {}),
                                                          "_note": "tiny RANDOM-WEIGHT test model"}))
     g = torch.Generator().manual_seed(seed + 1)
     for p in prompts:
