@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--synonyms", action="store_true", help="query some objects by a free word (tissues, plant, ...)")
     ap.add_argument("--vote-rounds", type=int, nargs="+", default=[RegistrationConfig().vote_rounds],
                     help="registration's cross-view vote rounds to compare (0 = the plain mean)")
+    ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-v<rounds>)")
     ap.add_argument("--out", default="real_scene")
     a = ap.parse_args()
     qcfg = QueryConfig()
@@ -116,6 +117,12 @@ def main() -> None:
                               queries=queries, lqc_path=lqc_path)
                 r["vote_rounds"] = rounds
                 scores = r.pop("_scores")
+                fld = r.pop("_field")
+                if a.save_fields:
+                    from langx_ros.core.field.io import save_field
+
+                    save_field(fld, a.save_fields / f"{name}-{mode.replace('+', '_')}-{noise_name}-v{rounds}")
+                del fld
                 print(f"\n== {name} | {mode} (vote rounds {rounds}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
                       f"{a.iters} it, {a.device} ({torch.cuda.get_device_name(0) if str(a.device).startswith('cuda') else 'CPU'}) ==")
                 print(format_table(scores))

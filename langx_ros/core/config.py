@@ -103,6 +103,13 @@ class QueryConfig:
         0.04, "Lower bound (m) of the automatic cluster_radius: a real field's selection has holes where Gaussians "
         "were not observed, and a radius from the densest spacing splits one object into many pieces.", min=0.0, max=100.0
     )
+    instance_match_weight: float = param(
+        1.0, "Instances are ranked by evidence x exp(w x their evidence-weighted mean relevancy logit), i.e. by "
+        "evidence times the odds of their relevancy for w = 1: a 'white mug' query answers the white mug before a "
+        "larger floral mug that also passes the cutoff (both names embed alike), while a large well-seen object still "
+        "beats a few barely seen Gaussians of somewhat higher relevancy. 0 = by evidence alone.",
+        min=0.0, max=100.0,
+    )
     min_instance_points: int = param(5, "Smaller groups of selected Gaussians are discarded as noise.", min=1, max=1_000_000)
     max_instances: int = param(16, "Most instances offered per query (the best by evidence first; ~/query all_instances returns them all).", min=1, max=10_000)
     max_points: int = param(200_000, "Most points returned per match (a uniform subsample beyond).", min=1, max=100_000_000)

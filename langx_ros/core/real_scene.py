@@ -187,5 +187,5 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
         "field_history_last": res.stats["field"]["history"][-1] if res.stats["field"]["history"] else {},
         "wall_s": wall, "timings": res.timings, "answer_ms_all_queries": answer_ms,
         "provenance": field.provenance, "summary": summarise(scores), "objects": [s.as_dict() for s in scores],
-        "queries": dict(zip(objects, qtexts)), "_scores": scores,
+        "queries": dict(zip(objects, qtexts)), "_scores": scores, "_field": field,
     }

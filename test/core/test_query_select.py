@@ -141,3 +141,24 @@ def test_a_merely_related_object_is_cut_off_although_its_relevancy_saturates(mon
     cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.7)
     (m,) = select_3d(f, ["wooden shelf"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
     assert m.found and sorted(m.gaussian_ids.tolist()) == list(range(40, 50)) and m.alternatives == []
+
+
+def test_the_object_a_query_names_beats_a_larger_related_one(monkeypatch):
+    """Measured in the 7-Scenes kitchen: for "white mug" the floral mug (254 Gaussians) passed the
+    cutoff at relevancy 0.9856 and the white mug (87) at 0.9984; on evidence alone the floral mug
+    won. Weighing evidence by the odds of the relevancy answers the white mug, and a match
+    weight of 0 restores the evidence-only rank."""
+    import torch
+
+    from langx_ros.core.query import select_3d
+
+    means = _cluster([0, 0, 0], 254, 0) + _cluster([1, 0, 0], 87, 1)
+    f = _field_with(means, [16.0] * 254 + [20.0] * 87)
+    _patch_relevancy(monkeypatch, [0.9856] * 254 + [0.9984] * 87)
+    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0)
+    (m,) = select_3d(f, ["white mug"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    assert m.found and sorted(m.gaussian_ids.tolist()) == list(range(254, 341)), m.message
+    assert len(m.alternatives) == 1 and m.alternatives[0].evidence > m.evidence  # offered, ranked second
+    (m0,) = select_3d(f, ["white mug"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5,
+                      QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0, instance_match_weight=0.0))
+    assert sorted(m0.gaussian_ids.tolist()) == list(range(254))

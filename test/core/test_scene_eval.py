@@ -35,3 +35,21 @@ def test_a_label_naming_two_instances_is_scored_against_the_answered_one():
     s = score_points("sofa", True, 0.9, _grid(3.0), two)
     assert s.precision == 1.0 and s.recall == 1.0 and abs(s.recall_all - 0.5) < 1e-9
     assert s.centroid_error < 1e-9  # against the answered sofa, not the midpoint of both
+
+
+def test_a_sparsely_sampled_far_surface_is_one_instance_and_two_objects_are_two():
+    """A board 3.5 m away, its depth samples 4.5 cm apart in rows (holes of the sensor), is one
+    object; two sofas 1 m apart are two. (At the old 5 cm gap the board fell into pieces and an
+    answer covering all of it was scored against one piece.)"""
+    import numpy as np
+
+    from langx_ros.core.scene_eval import score_points, surface_instances
+
+    xs, ys = np.meshgrid(np.arange(0, 2.0, 0.045), np.arange(0, 1.0, 0.01))
+    board = np.c_[xs.ravel(), ys.ravel(), np.full(xs.size, 3.5)]
+    assert len(set(surface_instances(board).tolist())) == 1
+    assert len(set(surface_instances(board, 0.05).tolist())) > 1  # the old gap
+    sofa = np.random.default_rng(0).uniform(0, 0.5, (2000, 3))
+    assert len(set(surface_instances(np.concatenate([sofa, sofa + [1.5, 0, 0]])).tolist())) == 2
+    s = score_points("board", True, 1.0, board, {"board": board})
+    assert s.recall == 1.0 and s.centroid_error < 1e-9
