@@ -31,8 +31,8 @@ from langx_ros.core.field.registration import RegistrationConfig
 from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.label_noise import LabelNoise
 from langx_ros.core.lqc import LQCConfig
-from langx_ros.core.real_scene import DATA_ROOT, EmbeddingTable, LoadedScene, load_scene, run_scene, scene_lqc, scene_spec
-from langx_ros.core.scene_eval import format_table
+from langx_ros.core.real_scene import DATA_ROOT, EmbeddingTable, LoadedScene, answer_3d, load_scene, run_scene, scene_lqc, scene_spec
+from langx_ros.core.scene_eval import format_table, summarise
 from langx_ros.core.synthetic import OracleTextEncoder, make_scene
 
 # free words a person would use for an object; the rest are queried by their label name
@@ -76,6 +76,9 @@ def main() -> None:
     ap.add_argument("--synonyms", action="store_true", help="query some objects by a free word (tissues, plant, ...)")
     ap.add_argument("--vote-rounds", type=int, nargs="+", default=[RegistrationConfig().vote_rounds],
                     help="registration's cross-view vote rounds to compare (0 = the plain mean)")
+    ap.add_argument("--match-weights", type=float, nargs="*", default=[0.0],
+                    help="also answer on each run's field with these query.instance_match_weight values (0 = rank "
+                         "instances by evidence alone), side by side")
     ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-v<rounds>)")
     ap.add_argument("--out", default="real_scene")
     a = ap.parse_args()
@@ -118,6 +121,10 @@ def main() -> None:
                 r["vote_rounds"] = rounds
                 scores = r.pop("_scores")
                 fld = r.pop("_field")
+                r["selection_variants"] = {}
+                for w in a.match_weights:
+                    vs, _ = answer_3d(scene, fld, enc, dataclasses.replace(qcfg_s, instance_match_weight=w), queries)
+                    r["selection_variants"][f"instance_match_weight={w:g}"] = {"summary": summarise(vs), "objects": [x.as_dict() for x in vs]}
                 if a.save_fields:
                     from langx_ros.core.field.io import save_field
 
@@ -132,6 +139,11 @@ def main() -> None:
                       f"mean {s['mean_centroid_error'] * 100:.1f} cm max {s['max_centroid_error'] * 100:.1f} cm, held-out 2D mIoU "
                       f"{s['miou_2d']:.2f} (3D answer rendered {s['miou_3d_rendered']:.2f}); {r['gaussians']} Gaussians, "
                       f"{r['observed']} observed; stages " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"].items()))
+                for k, v in r["selection_variants"].items():
+                    s = v["summary"]
+                    print(f"  same field, {k}: wrong-object {s['wrong_object']}, precision mean {s['mean_precision']:.2f} min "
+                          f"{s['min_precision']:.2f}, recall mean {s['mean_recall']:.2f} min {s['min_recall']:.2f}, centroid error max "
+                          f"{s['max_centroid_error'] * 100:.1f} cm; wrong: {[o['name'] for o in v['objects'] if o['wrong_object']]}")
                 runs.append(r)
                 write_json(a.out, {"runs": runs, "protocol": "ORACLE-FEATURE PROTOCOL (labels as features)",
                                    "settings": {"iterations": a.iters, "lqc_steps": a.lqc_steps, "size": [a.width, a.height],

@@ -131,6 +131,23 @@ def scene_lqc(scene: LoadedScene, text_encoder, lqc_cfg: LQCConfig, canonical: S
     return str(lqc.save(path))
 
 
+def answer_3d(scene: LoadedScene, field, text_encoder, qcfg: QueryConfig,
+              queries: dict[str, str] | None = None) -> tuple[list[ObjectScore], list]:
+    """One 3D query per labelled object of ``scene`` on ``field``, scored against the objects'
+    observed surfaces: (scores, matches). Selection settings come from ``qcfg``, so variants of
+    the selection can be compared on one field."""
+    from langx_ros.core.query import select_3d
+
+    objects = scene.names[1:]
+    qtexts = [(queries or {}).get(n, n) for n in objects]
+    text = torch.as_tensor(text_encoder.encode(qtexts), device=field.device)
+    canon = torch.as_tensor(text_encoder.encode(list(qcfg.canonical_phrases)), device=field.device)
+    matches = select_3d(field, qtexts, text, canon, qcfg.threshold, qcfg)
+    scores = [score_points(n, m.found, m.score, m.points, scene.surfaces, instances=m.num_instances)
+              for n, m in zip(objects, matches)]
+    return scores, matches
+
+
 def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfig, lqc_cfg: LQCConfig, qcfg: QueryConfig,
               device: torch.device | str, noise: LabelNoise | None = None, reg_cfg: RegistrationConfig | None = None,
               queries: dict[str, str] | None = None, lqc_path: str = "") -> dict:
@@ -141,7 +158,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     LQC to reuse (:func:`scene_lqc`); empty = a per-scene LQC fitted in the reconstruction.
     """
     from langx_ros.core.engine import Camera
-    from langx_ros.core.query import instance_mask, query_2d, select_3d
+    from langx_ros.core.query import instance_mask, query_2d
     from langx_ros.core.reconstruct import ReconstructConfig, reconstruct
 
     reg_cfg = dataclasses.replace(reg_cfg or RegistrationConfig(), mode=mode)
@@ -164,10 +181,8 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     text = torch.as_tensor(text_encoder.encode(qtexts), device=dev)
     canon = torch.as_tensor(text_encoder.encode(list(qcfg.canonical_phrases)), device=dev)
     t1 = time.perf_counter()
-    matches = select_3d(field, qtexts, text, canon, qcfg.threshold, qcfg)
+    scores, matches = answer_3d(scene, field, text_encoder, qcfg, queries)
     answer_ms = (time.perf_counter() - t1) * 1000
-    scores: list[ObjectScore] = [score_points(n, m.found, m.score, m.points, scene.surfaces, instances=m.num_instances)
-                                 for n, m in zip(objects, matches)]
     for f in scene.held_out:
         cam = Camera.of(f)
         maps = query_2d(field, qtexts, cam.viewmat, cam.K, cam.width, cam.height, text, canon, qcfg)
