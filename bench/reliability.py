@@ -4,6 +4,9 @@
   smaller burst with masks), against a saved field (generated scene, ORACLE-FEATURE PROTOCOL);
   every request must be answered, served or refused with a reason. Reports served / refused /
   unanswered and round-trip latency percentiles (client side) and the node's own latency.
+- floor: the same bursts against a trivial ~/query service (bench/_floor_server.py), with the
+  node's executor and a single-threaded one: what rclpy and the middleware cost on this machine
+  with no work at all, for comparison side by side.
 - first answer: the first ~/query after loading a field, with node.load_models lazy and
   background (after the background load finished), and the second one.
 - kill -9: the node is killed at a random moment while it saves a field over an existing one,
@@ -56,7 +59,7 @@ def percentiles(xs: list[float]) -> dict:
     return {"n": len(xs), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "max": float(a.max())}
 
 
-def burst(session, n: int, clients: int, masks: bool) -> dict:
+def burst(session, n: int, clients: int, masks: bool, node: str = "/langx_node") -> dict:
     from langx_interfaces.srv import QueryObjects
 
     from langx_ros.ros.client import query_burst
@@ -64,7 +67,7 @@ def burst(session, n: int, clients: int, masks: bool) -> dict:
     texts = [["couch"], ["the printer"], ["zebra", "a ball"], ["coffee table"]]
     reqs = [QueryObjects.Request(queries=texts[i % len(texts)], view="kf-000000", return_masks=masks) for i in range(n)]
     t0 = time.monotonic()
-    out = query_burst(session, reqs, clients=clients)
+    out = query_burst(session, reqs, clients=clients, node=node)
     wall = time.monotonic() - t0
     served = [(r, t) for r, t in out if r is not None and r.success]
     refused = [r.message for r, _ in out if r is not None and not r.success]
@@ -76,6 +79,35 @@ def burst(session, n: int, clients: int, masks: bool) -> dict:
             "refusal_reasons": reasons, "unanswered": sum(r is None for r, _ in out), "wall_s": wall,
             "round_trip_ms": percentiles([1000 * t for _, t in served]),
             "node_latency_ms": percentiles([r.latency_ms for r, _ in served])}
+
+
+def floor_bursts(tmp: Path, domain: int, a) -> list[dict]:
+    """The same bursts (no masks) against a trivial ~/query service (bench/_floor_server.py): the
+    cost of rclpy and the middleware alone on this machine, with the node's executor and with a
+    single-threaded one."""
+    import sys
+
+    from langx_ros.ros.process import NodeProcess, RosSession, ros_env
+
+    env = ros_env(domain, log_dir=tmp / "ros_logs")
+    out = []
+    for single in (False, True):
+        name = "single-threaded executor" if single else "the node's executor"
+        server = NodeProcess([], env, tmp / f"floor_{int(single)}.log",
+                             command=[sys.executable, str(Path(__file__).parent / "_floor_server.py")] + (["--single"] if single else []))
+        try:
+            with RosSession("langx_floor_client", domain_id=domain) as s:
+                for rep in range(a.repeats):
+                    b = burst(s, a.burst, a.clients, False, node="/langx_floor")
+                    b["server"] = f"trivial ~/query service, {name}"
+                    out.append(b)
+                    rt = b["round_trip_ms"]
+                    print(f"floor, {name}: burst of {a.burst} ({a.clients} clients, run {rep + 1}): {b['served']} served, "
+                          f"{b['unanswered']} unanswered in {b['wall_s']:.2f} s; round trip p50 {rt.get('p50', float('nan')):.0f} ms, "
+                          f"p95 {rt.get('p95', float('nan')):.0f} ms", flush=True)
+        finally:
+            server.stop()
+    return out
 
 
 def first_answers(tmp: Path, params: list[str], domain: int) -> dict:
@@ -182,6 +214,8 @@ def main() -> None:
     ap.add_argument("--mask-burst", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kill-trials", type=int, default=5)
+    ap.add_argument("--parts", nargs="+", default=["bursts", "floor", "first", "kill"], choices=["bursts", "floor", "first", "kill"],
+                    help="which measurements to run")
     a = ap.parse_args()
 
     from langx_ros.core.synthetic import make_scene
@@ -209,7 +243,7 @@ def main() -> None:
             f = make_scene(1, 128, 96).frames[0]
             res = client.publish_and_capture(lambda: pub.publish(f), attempts=20)
             assert res.success, res.message
-            for masks, n in ((False, a.burst), (True, a.mask_burst)):
+            for masks, n in ((False, a.burst), (True, a.mask_burst)) if "bursts" in a.parts else ():
                 for rep in range(a.repeats):
                     b = burst(s, n, a.clients, masks)
                     results["bursts"].append(b)
@@ -223,10 +257,15 @@ def main() -> None:
     finally:
         results["node_exit_code"] = node.stop()
         write_json("reliability", results)
-    results["first_answer"] = first_answers(tmp, params, domain)
-    write_json("reliability", results)
-    results["kill"] = kill_trials(tmp, params, domain, a.kill_trials)
-    write_json("reliability", results)
+    if "floor" in a.parts:
+        results["floor"] = floor_bursts(tmp, domain, a)
+        write_json("reliability", results)
+    if "first" in a.parts:
+        results["first_answer"] = first_answers(tmp, params, domain)
+        write_json("reliability", results)
+    if "kill" in a.parts:
+        results["kill"] = kill_trials(tmp, params, domain, a.kill_trials)
+        write_json("reliability", results)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,10 @@ class NodeConfig:
         5.0, "A ~/query request that waited longer than this (s) before its turn is refused with the time it waited.",
         min=0.001, max=3600.0,
     )
+    query_viz_period: float = param(
+        0.1, "~/query/cloud and ~/query/markers show the newest answer at most once per this many seconds (a burst of "
+        "queries publishes its last answer, not every one); 0 = publish every answer.", min=0.0, max=60.0,
+    )
     load_models: str = param(
         "background", "When the models that answer queries (the text encoder of the semantics source; for 'clip' also SAM2 "
         "and open_clip) load: 'background' (a thread at start: the node answers at once, the first query is as fast as "

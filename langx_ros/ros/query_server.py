@@ -6,7 +6,10 @@ up to ``node.service_queue_depth`` requests, each executor thread hands one to a
 batch (identical requests computed once). Answers without masks (3D only, milliseconds) and
 answers with masks (a render per request) have separate lanes, so cheap queries do not wait
 behind expensive ones. Answers without masks are kept for the field they came from (the last
-``ANSWER_CACHE`` distinct requests), so a robot repeating a question costs no recomputation.
+``ANSWER_CACHE`` distinct requests), so a robot repeating a question costs no recomputation; a
+repeated request is answered on its executor thread without a turn in the lane.
+RViz outputs (~/query/cloud, ~/query/markers) show the newest answer at most every
+``node.query_viz_period`` seconds: a burst publishes its last answer, not one per request.
 Limits: ``node.query_queue_limit``, ``node.mask_queue_limit``, ``node.query_max_wait``.
 
 (The service callback blocks its executor thread instead of awaiting a future: rclpy's
@@ -35,6 +38,7 @@ from langx_ros.core.query import QueryRequestError, prepare_queries
 from langx_ros.ros.answers import object_match, rviz_outputs
 from langx_ros.ros.params import NodeConfig
 from langx_ros.ros.requests import Job, Lane, Refused
+from langx_ros.ros.throttle import LatestOnly
 
 
 ANSWER_CACHE = 256
@@ -83,6 +87,7 @@ class QueryServer:
         self.last_latency_ms = -1.0
         self._cache: OrderedDict[QueryKey, QueryAnswer] = OrderedDict()  # answers without masks, of _cache_field
         self._cache_field = lambda: None
+        self._cache_lock = threading.Lock()
         self.lanes = {
             "query": Lane("query", self._serve, limits.query_queue_limit, limits.query_max_wait),
             "masks": Lane("mask query", self._serve, limits.mask_queue_limit, limits.query_max_wait),
@@ -91,6 +96,7 @@ class QueryServer:
         self._q_markers = node.create_publisher(MarkerArray, "~/query/markers", 10)
         self._q_mask = node.create_publisher(Image, "~/query/mask", 10)
         self._q_rel = node.create_publisher(Image, "~/query/relevancy", 10)
+        self._viz = LatestOnly(self._publish_viz, limits.query_viz_period)
         node.create_service(QueryObjects, "~/query", self._on_query, qos_profile=qos, callback_group=callback_group)
         node.create_subscription(String, "~/query_text", self._on_query_text, 10, callback_group=callback_group)
 
@@ -127,36 +133,52 @@ class QueryServer:
         queries = list(key.queries)
         prepare_queries(queries, key.threshold, self.engine.cfg.query)
         field_ = self._field_or_error()
-        if not key.masks:  # only the lane's worker thread touches the cache
-            if self._cache_field() is not field_:
-                self._cache.clear()
-                self._cache_field = weakref.ref(field_)
-            hit = self._cache.get(key)
+        if not key.masks:
+            hit = self._cached(key, field_)
             if hit is not None:
-                self._cache.move_to_end(key)
-                cloud, markers = hit.rviz  # RViz users see every answer, reused or not
-                stamp = self._world_header().stamp
-                for h in [cloud.header, *(m.header for m in markers.markers)]:
-                    h.stamp = stamp
-                self._q_cloud.publish(cloud)
-                self._q_markers.publish(markers)
                 return hit
         camera, view_header, view_rgb = self._view(key.view) if key.masks else (None, None, None)
         answers = self.engine.answer(field_, queries, key.threshold, camera, key.masks, key.all_instances)
         world = self._world_header()
         msgs = [object_match(a, world, view_header) for a in answers]
         cloud, markers, mask, rel = rviz_outputs(answers, world, view_header, view_rgb)
-        self._q_cloud.publish(cloud)
-        self._q_markers.publish(markers)
+        self._viz.offer(((cloud, markers), False))
         if mask is not None:
             self._q_mask.publish(mask)
             self._q_rel.publish(rel)
         answer = QueryAnswer(msgs, field_.provenance_text(), (cloud, markers))
         if not key.masks:
-            self._cache[key] = answer
-            while len(self._cache) > ANSWER_CACHE:
-                self._cache.popitem(last=False)
+            with self._cache_lock:
+                if self._cache_field() is field_:
+                    self._cache[key] = answer
+                    while len(self._cache) > ANSWER_CACHE:
+                        self._cache.popitem(last=False)
         return answer
+
+    def _cached(self, key: QueryKey, field_) -> QueryAnswer | None:
+        """The stored answer to ``key`` from ``field_`` (None if there is none; a new field
+        empties the store). A hit is shown in RViz like a fresh answer (restamped)."""
+        with self._cache_lock:
+            if self._cache_field() is not field_:
+                self._cache.clear()
+                self._cache_field = weakref.ref(field_)
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+        if hit is not None:
+            self._viz.offer((hit.rviz, True))
+        return hit
+
+    def _publish_viz(self, item: tuple) -> None:
+        """Publish one answer's (cloud, markers) on ~/query/cloud and ~/query/markers; a reused
+        answer is restamped (now) first. Runs on the answering thread or the LatestOnly timer."""
+        (cloud, markers), reused = item
+        if reused:
+            stamp = self._world_header().stamp
+            for h in [cloud.header, *(m.header for m in markers.markers)]:
+                h.stamp = stamp
+        self._q_cloud.publish(cloud)
+        self._q_markers.publish(markers)
 
     # ---- callbacks ----------------------------------------------------------------------------
     def _on_query(self, request: QueryObjects.Request, response: QueryObjects.Response) -> QueryObjects.Response:
@@ -168,12 +190,14 @@ class QueryServer:
         lane = self.lanes["masks" if key.masks else "query"]
         done = threading.Event()
         try:
-            job = lane.submit(key, key, lambda _job: done.set())
-            if not done.wait(lane.max_wait + 600.0):  # a request is refused after max_wait; this guards a hung worker
-                raise RuntimeError(f"internal error: no answer from the {lane.name} worker")
-            if job.error is not None:
-                raise job.error
-            answer: QueryAnswer = job.result
+            answer = self._cached_now(key)
+            if answer is None:
+                job = lane.submit(key, key, lambda _job: done.set())
+                if not done.wait(lane.max_wait + 600.0):  # a request is refused after max_wait; this guards a hung worker
+                    raise RuntimeError(f"internal error: no answer from the {lane.name} worker")
+                if job.error is not None:
+                    raise job.error
+                answer = job.result
             response.success, response.matches, response.provenance = True, answer.matches, answer.provenance
             found = sum(m.found and m.instance_rank == 0 for m in answer.matches)
             response.message = f"{found} of {len(key.queries)} queries matched" + (
@@ -184,6 +208,20 @@ class QueryServer:
         if response.success:
             self.last_latency_ms = response.latency_ms
         return response
+
+    def _cached_now(self, key: QueryKey) -> QueryAnswer | None:
+        """A stored answer served on the calling thread, without a turn in the lane (a repeated
+        question costs a dictionary look-up, not two thread hand-offs); None = ask the lane."""
+        if key.masks:
+            return None
+        try:
+            field_ = self._field_or_error()
+        except QueryRequestError:
+            return None  # the lane gives the reason
+        answer = self._cached(key, field_)
+        if answer is not None:
+            self.lanes["query"].count_served_elsewhere()
+        return answer
 
     def _on_query_text(self, msg: String) -> None:
         key = QueryKey((msg.data,), 0.0, "latest", self._latest_has_pose(), False)

@@ -45,3 +45,65 @@ class ThrottledWarnings:
         self._emit(f"{source}: {text}{suffix}")
         self._slots[key] = _Slot(now)
         return True
+
+
+class LatestOnly:
+    """Hand on the newest value at most once per ``period`` seconds (a burst of answers shows its
+    last one in RViz instead of costing one publish per answer).
+
+    A value offered within the period replaces the pending one; the pending value goes out when
+    the period ends (``schedule(delay, fn)`` runs fn later; a threading.Timer by default), so the
+    last value of a burst is always delivered. ``period`` <= 0 delivers every value at once.
+    Thread-safe; ``deliver`` runs outside the lock.
+    """
+
+    def __init__(self, deliver: Callable[[object], None], period: float, clock: Callable[[], float] = time.monotonic,
+                 schedule: Callable[[float, Callable[[], None]], None] | None = None):
+        import threading
+
+        self._deliver = deliver
+        self._period = period
+        self._clock = clock
+        self._schedule = schedule or self._timer
+        self._lock = threading.Lock()
+        self._last = -float("inf")
+        self._pending: object | None = None
+        self._waiting = False  # a flush is scheduled
+        self.delivered = 0
+        self.replaced = 0  # values superseded before delivery
+
+    @staticmethod
+    def _timer(delay: float, fn: Callable[[], None]) -> None:
+        import threading
+
+        t = threading.Timer(delay, fn)
+        t.daemon = True
+        t.start()
+
+    def offer(self, value: object) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._waiting:
+                self.replaced += self._pending is not None
+                self._pending = value
+                return
+            if self._period > 0 and now - self._last < self._period:
+                self._pending, self._waiting = value, True
+                delay = self._period - (now - self._last)
+            else:
+                self._last = now
+                self.delivered += 1
+                delay = None
+        if delay is None:
+            self._deliver(value)
+        else:
+            self._schedule(delay, self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            value, self._pending, self._waiting = self._pending, None, False
+            if value is None:
+                return
+            self._last = self._clock()
+            self.delivered += 1
+        self._deliver(value)
