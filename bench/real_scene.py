@@ -76,9 +76,9 @@ def main() -> None:
     ap.add_argument("--synonyms", action="store_true", help="query some objects by a free word (tissues, plant, ...)")
     ap.add_argument("--vote-rounds", type=int, nargs="+", default=[RegistrationConfig().vote_rounds],
                     help="registration's cross-view vote rounds to compare (0 = the plain mean)")
-    ap.add_argument("--match-weights", type=float, nargs="*", default=[0.0],
-                    help="also answer on each run's field with these query.instance_match_weight values (0 = rank "
-                         "instances by evidence alone), side by side")
+    ap.add_argument("--variants", nargs="*", default=["instance_match_weight=0"],
+                    help="also answer on each run's field with these query settings (QueryConfig field=value, several "
+                         "joined by ','), side by side; e.g. instance_match_weight=0 instance_density_weight=1")
     ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-v<rounds>)")
     ap.add_argument("--out", default="real_scene")
     a = ap.parse_args()
@@ -122,9 +122,11 @@ def main() -> None:
                 scores = r.pop("_scores")
                 fld = r.pop("_field")
                 r["selection_variants"] = {}
-                for w in a.match_weights:
-                    vs, _ = answer_3d(scene, fld, enc, dataclasses.replace(qcfg_s, instance_match_weight=w), queries)
-                    r["selection_variants"][f"instance_match_weight={w:g}"] = {"summary": summarise(vs), "objects": [x.as_dict() for x in vs]}
+                for v in a.variants:
+                    sets = dict(kv.split("=", 1) for kv in v.split(","))
+                    vcfg = dataclasses.replace(qcfg_s, **{k: type(getattr(qcfg_s, k))(x) for k, x in sets.items()})
+                    vs, _ = answer_3d(scene, fld, enc, vcfg, queries)
+                    r["selection_variants"][v] = {"summary": summarise(vs), "objects": [x.as_dict() for x in vs]}
                 if a.save_fields:
                     from langx_ros.core.field.io import save_field
 

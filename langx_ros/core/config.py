@@ -110,6 +110,11 @@ class QueryConfig:
         "beats a few barely seen Gaussians of somewhat higher relevancy. 0 = by evidence alone.",
         min=0.0, max=100.0,
     )
+    instance_density_weight: float = param(
+        0.0, "Exponent d of the evidence per Gaussian in the instance rank (evidence x (evidence / Gaussians)^d x odds): "
+        "a region mislabelled in one or two views is seen by few agreeing views and has little evidence per Gaussian. "
+        "0 = off.", min=0.0, max=10.0,
+    )
     min_instance_points: int = param(5, "Smaller groups of selected Gaussians are discarded as noise.", min=1, max=1_000_000)
     max_instances: int = param(16, "Most instances offered per query (the best by evidence first; ~/query all_instances returns them all).", min=1, max=10_000)
     max_points: int = param(200_000, "Most points returned per match (a uniform subsample beyond).", min=1, max=100_000_000)

@@ -266,19 +266,22 @@ def _rank_instances(labels: torch.Tensor, sizes: torch.Tensor, relevancy: torch.
     evidence times the odds of the instance's relevancy). Without it a large object that is
     merely related to the query (a floral mug for "white mug": both names embed alike) outweighs
     the small object the query names; with it, a logit 2.2 higher (the white mug, measured in
-    the kitchen) is worth 9x the evidence.
+    the kitchen) is worth 9x the evidence. ``instance_density_weight`` d > 0 multiplies by
+    (evidence per Gaussian)^d as well.
     """
     n = sizes.shape[0]
     zeros = torch.zeros(n, device=labels.device, dtype=torch.float64)
     mass = zeros.index_add(0, labels, relevancy.double() * weight)
     valid = sizes >= cfg.min_instance_points
     mass = torch.where(valid, mass, torch.full_like(mass, -1.0))
-    if cfg.instance_match_weight <= 0:
+    if cfg.instance_match_weight <= 0 and cfg.instance_density_weight <= 0:
         return torch.argsort(mass, descending=True), mass
     wsum = zeros.index_add(0, labels, weight).clamp(min=1e-12)
     match = zeros.index_add(0, labels, relevancy_logit(relevancy).double() * weight) / wsum
     best = torch.where(valid, match, torch.full_like(match, -1e18)).max()
     key = torch.log(mass.clamp(min=1e-300)) + cfg.instance_match_weight * (match - best)
+    if cfg.instance_density_weight > 0:
+        key = key + cfg.instance_density_weight * torch.log(mass.clamp(min=1e-300) / sizes.double().clamp(min=1.0))
     key = torch.where(valid, key, torch.full_like(key, -1e300))
     return torch.argsort(key, descending=True), mass
 
