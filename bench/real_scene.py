@@ -31,7 +31,7 @@ from langx_ros.core.field.registration import RegistrationConfig
 from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.label_noise import LabelNoise
 from langx_ros.core.lqc import LQCConfig
-from langx_ros.core.real_scene import DATA_ROOT, EmbeddingTable, LoadedScene, answer_3d, load_scene, run_scene, scene_lqc, scene_spec
+from langx_ros.core.real_scene import DATA_ROOT, EmbeddingTable, LoadedScene, answer_3d, encode_queries, load_scene, run_scene, scene_lqc, scene_spec
 from langx_ros.core.scene_eval import format_table, summarise
 from langx_ros.core.synthetic import OracleTextEncoder, make_scene
 
@@ -122,10 +122,11 @@ def main() -> None:
                 scores = r.pop("_scores")
                 fld = r.pop("_field")
                 r["selection_variants"] = {}
+                encoded = encode_queries(scene, enc, qcfg_s, fld.device, queries)
                 for v in a.variants:
                     sets = dict(kv.split("=", 1) for kv in v.split(","))
                     vcfg = dataclasses.replace(qcfg_s, **{k: type(getattr(qcfg_s, k))(x) for k, x in sets.items()})
-                    vs, _ = answer_3d(scene, fld, enc, vcfg, queries)
+                    vs, _ = answer_3d(scene, fld, *encoded, vcfg)
                     r["selection_variants"][v] = {"summary": summarise(vs), "objects": [x.as_dict() for x in vs]}
                 if a.save_fields:
                     from langx_ros.core.field.io import save_field

@@ -131,20 +131,27 @@ def scene_lqc(scene: LoadedScene, text_encoder, lqc_cfg: LQCConfig, canonical: S
     return str(lqc.save(path))
 
 
-def answer_3d(scene: LoadedScene, field, text_encoder, qcfg: QueryConfig,
-              queries: dict[str, str] | None = None) -> tuple[list[ObjectScore], list]:
-    """One 3D query per labelled object of ``scene`` on ``field``, scored against the objects'
-    observed surfaces: (scores, matches). Selection settings come from ``qcfg``, so variants of
-    the selection can be compared on one field."""
+def encode_queries(scene: LoadedScene, text_encoder, qcfg: QueryConfig, device: torch.device | str,
+                   queries: dict[str, str] | None = None) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """The query text of every labelled object of ``scene`` (``queries``: object name -> text;
+    default the name), its embeddings and those of the canonical phrases, on ``device``."""
+    qtexts = [(queries or {}).get(n, n) for n in scene.names[1:]]
+    text = torch.as_tensor(text_encoder.encode(qtexts), device=device)
+    canon = torch.as_tensor(text_encoder.encode(list(qcfg.canonical_phrases)), device=device)
+    return qtexts, text, canon
+
+
+def answer_3d(scene: LoadedScene, field, qtexts: list[str], text: torch.Tensor, canon: torch.Tensor,
+              qcfg: QueryConfig) -> tuple[list[ObjectScore], list]:
+    """One 3D query per labelled object of ``scene`` on ``field`` (texts and embeddings from
+    :func:`encode_queries`), scored against the objects' observed surfaces: (scores, matches).
+    Selection settings come from ``qcfg``, so variants of the selection can be compared on one
+    field."""
     from langx_ros.core.query import select_3d
 
-    objects = scene.names[1:]
-    qtexts = [(queries or {}).get(n, n) for n in objects]
-    text = torch.as_tensor(text_encoder.encode(qtexts), device=field.device)
-    canon = torch.as_tensor(text_encoder.encode(list(qcfg.canonical_phrases)), device=field.device)
     matches = select_3d(field, qtexts, text, canon, qcfg.threshold, qcfg)
     scores = [score_points(n, m.found, m.score, m.points, scene.surfaces, instances=m.num_instances)
-              for n, m in zip(objects, matches)]
+              for n, m in zip(scene.names[1:], matches)]
     return scores, matches
 
 
@@ -177,11 +184,9 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     wall = time.perf_counter() - t0
     field = res.field
     objects = scene.names[1:]
-    qtexts = [(queries or {}).get(n, n) for n in objects]
-    text = torch.as_tensor(text_encoder.encode(qtexts), device=dev)
-    canon = torch.as_tensor(text_encoder.encode(list(qcfg.canonical_phrases)), device=dev)
+    qtexts, text, canon = encode_queries(scene, text_encoder, qcfg, dev, queries)
     t1 = time.perf_counter()
-    scores, matches = answer_3d(scene, field, text_encoder, qcfg, queries)
+    scores, matches = answer_3d(scene, field, qtexts, text, canon, qcfg)
     answer_ms = (time.perf_counter() - t1) * 1000
     for f in scene.held_out:
         cam = Camera.of(f)

@@ -47,6 +47,9 @@ class ThrottledWarnings:
         return True
 
 
+_NOTHING = object()  # no value pending (None is a value like any other)
+
+
 class LatestOnly:
     """Hand on the newest value at most once per ``period`` seconds (a burst of answers shows its
     last one in RViz instead of costing one publish per answer).
@@ -67,8 +70,7 @@ class LatestOnly:
         self._schedule = schedule or self._timer
         self._lock = threading.Lock()
         self._last = -float("inf")
-        self._pending: object | None = None
-        self._waiting = False  # a flush is scheduled
+        self._pending: object = _NOTHING  # the value a scheduled flush will deliver
         self.delivered = 0
         self.replaced = 0  # values superseded before delivery
 
@@ -83,12 +85,12 @@ class LatestOnly:
     def offer(self, value: object) -> None:
         with self._lock:
             now = self._clock()
-            if self._waiting:
-                self.replaced += self._pending is not None
+            if self._pending is not _NOTHING:  # a flush is scheduled: the newest value wins
+                self.replaced += 1
                 self._pending = value
                 return
             if self._period > 0 and now - self._last < self._period:
-                self._pending, self._waiting = value, True
+                self._pending = value
                 delay = self._period - (now - self._last)
             else:
                 self._last = now
@@ -101,8 +103,8 @@ class LatestOnly:
 
     def _flush(self) -> None:
         with self._lock:
-            value, self._pending, self._waiting = self._pending, None, False
-            if value is None:
+            value, self._pending = self._pending, _NOTHING
+            if value is _NOTHING:
                 return
             self._last = self._clock()
             self.delivered += 1
