@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from langx_interfaces.srv import QueryObjects
+from langx_ros.ros.node import spin_until_shutdown
 from langx_ros.ros.params import NodeConfig
 
 
@@ -31,10 +32,7 @@ def main() -> None:
     node.create_service(QueryObjects, "~/query", answer, qos_profile=QoSProfile(depth=nc.service_queue_depth))
     ex = SingleThreadedExecutor() if a.single else MultiThreadedExecutor(num_threads=nc.executor_threads)
     ex.add_node(node)
-    try:
-        ex.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    spin_until_shutdown(ex, node.context)
 
 
 if __name__ == "__main__":

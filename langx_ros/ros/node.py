@@ -45,7 +45,9 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.context import Context
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
@@ -270,6 +272,19 @@ class LangxNode(Node):
             self._status.publish_status()
 
 
+def spin_until_shutdown(executor: Executor, context: Context) -> None:
+    """Spin until Ctrl-C or SIGTERM. rclpy's signal handler shuts the context down from another thread; when that
+    lands while the executor builds its wait set, rcl reports 'the given context is not valid' instead of
+    ExternalShutdownException. That is the same clean stop; any other rcl error, or one on a live context, is raised."""
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RCLError:
+        if context.ok():
+            raise
+
+
 def main(args: list[str] | None = None) -> int:
     """Console entry point: ``langx_node --ros-args --params-file config/langx.yaml``."""
     rclpy.init(args=args)
@@ -282,9 +297,7 @@ def main(args: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=node.node_cfg.executor_threads)
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spin_until_shutdown(executor, node.context)
     finally:
         node.close()
         node.destroy_node()
