@@ -77,10 +77,25 @@ def clip_text_ms(device: str) -> float | None:
     return time_ms(run, device, warmup=3, repeat=20)
 
 
+def profile_select_3d(field: LanguageField, text: torch.Tensor, canon: torch.Tensor, cfg: QueryConfig, dev: str) -> None:
+    """Where select_3d's time goes: torch.profiler over 10 calls, ops by self CPU time (the
+    launch and synchronisation cost that dominates on a GPU shows there)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
+    with profile(activities=acts) as prof:
+        for _ in range(10):
+            select_3d(field, ["q"], text, canon, cfg.threshold, cfg)
+        if dev == "cuda":
+            torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    ap.add_argument("--profile", action="store_true", help="print torch.profiler's op table of select_3d at the largest size")
     a = ap.parse_args()
     cfg = QueryConfig()
     rows = []
@@ -103,6 +118,8 @@ def main() -> None:
                    "select_3d_total_ms": full_ms,
                    "returned_points": int(len(m.points))}
             rows.append(row)
+            if a.profile and n == max(a.sizes):
+                profile_select_3d(field, text, canon, cfg, dev)
             print(f"{dev:5s} N={n:>9,d}: selection {sel_ms:8.3f} ms ({row['selected']} selected), instances {clus_ms:8.2f} ms "
                   f"(host scipy, before: {host_ms:8.2f} ms), select_3d total {full_ms:8.2f} ms; code index once {t_index:8.1f} ms")
     # 2D at 640x480: relevancy + LangSplat mask from rendered codes (rendering reported apart)

@@ -115,6 +115,16 @@ class QueryConfig:
         "a region mislabelled in one or two views is seen by few agreeing views and has little evidence per Gaussian. "
         "0 = off.", min=0.0, max=10.0,
     )
+    instance_consensus_weight: float = param(
+        0.0, "Exponent c of the instance's consensus in the rank (x consensus^c): the share of the labelled blending "
+        "weight behind its Gaussians that agrees with their label, over all views that see them (a region that two "
+        "views mislabel and others see right has a low one). Needs a field registered with it; 0 = off.",
+        min=0.0, max=10.0,
+    )
+    instance_views_weight: float = param(
+        0.0, "Exponent v of the instance's agreeing views in the rank (x views^v): the evidence-weighted mean number "
+        "of views whose labels agree at its Gaussians. Needs a field registered with it; 0 = off.", min=0.0, max=10.0,
+    )
     min_instance_points: int = param(5, "Smaller groups of selected Gaussians are discarded as noise.", min=1, max=1_000_000)
     max_instances: int = param(16, "Most instances offered per query (the best by evidence first; ~/query all_instances returns them all).", min=1, max=10_000)
     max_points: int = param(200_000, "Most points returned per match (a uniform subsample beyond).", min=1, max=100_000_000)

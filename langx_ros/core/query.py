@@ -105,13 +105,6 @@ def relevancy_table(field: "LanguageField", text: torch.Tensor, canonical: torch
     return relevancy(feats, text.to(feats.device), canonical.to(feats.device)).reshape(-1, feats.shape[0])
 
 
-def gaussian_relevancy(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
-    """(Q, L, N) relevancy of every Gaussian at every level: a gather from the K-entry table."""
-    table = relevancy_table(field, text, canonical)  # (Q, K)
-    idx = field.code_index()  # (N, L)
-    return table[:, idx].permute(0, 2, 1)
-
-
 # the 13 voxel offsets of one half of a 26-neighbourhood (the other half is their negation)
 _HALF_NEIGHBOURS = [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)]
 
@@ -121,8 +114,11 @@ def connected_instances(points: torch.Tensor | np.ndarray, radius: float) -> tor
     points): points fall into voxels of edge ``radius``; voxels that touch (26-neighbourhood)
     are linked, and instances are the connected components of that voxel graph. Two points
     closer than ``radius`` always share an instance; points in touching voxels (up to
-    2 * sqrt(3) * radius apart) do too. Labels are 0..I-1, in order of first appearance of
-    each component's smallest voxel key (deterministic).
+    2 * sqrt(3) * radius apart) do too. Labels are 0..I-1, in order of each component's smallest
+    voxel key (deterministic).
+
+    On a GPU the cost is kernel launches and synchronisations, not arithmetic: one sync for the
+    voxel count, one per three rounds of label propagation (a few for any object), none else.
     """
     pts = torch.as_tensor(points)
     dev = pts.device
@@ -132,26 +128,27 @@ def connected_instances(points: torch.Tensor | np.ndarray, radius: float) -> tor
     vox = vox - vox.min(0).values + 1  # >= 1, so a neighbour offset of -1 stays >= 0
     span = vox.max(0).values + 2
     key = (vox[:, 0] * span[1] + vox[:, 1]) * span[2] + vox[:, 2]
-    uniq, inv = torch.unique(key, return_inverse=True)  # sorted voxel keys
+    uniq, inv = torch.unique(key, return_inverse=True)  # sorted voxel keys (the one sync for the count)
     nv = uniq.shape[0]
-    offs = torch.tensor([(dx * int(span[1]) + dy) * int(span[2]) + dz for dx, dy, dz in _HALF_NEIGHBOURS], device=dev)
+    d = torch.tensor(_HALF_NEIGHBOURS, device=dev)
+    offs = (d[:, 0] * span[1] + d[:, 1]) * span[2] + d[:, 2]  # (13,) key offsets, on the device
     nk = (uniq[None, :] + offs[:, None]).reshape(-1)  # all 13 neighbour keys of every voxel at once
     pos = torch.searchsorted(uniq, nk).clamp(max=nv - 1)
-    hit = uniq[pos] == nk
-    src_t = torch.arange(nv, device=dev).repeat(len(offs))[hit]
-    dst_t = pos[hit]
+    src = torch.arange(nv, device=dev).repeat(offs.shape[0])
+    dst = torch.where(uniq[pos] == nk, pos, src)  # a missing neighbour is a self-loop (no compaction, no sync)
     labels = torch.arange(nv, device=dev)
-    while src_t.numel():  # min-label propagation with pointer jumping; converged when a round changes nothing
+    while True:  # min-label propagation with pointer jumping; converged when a round changes nothing
         before = labels
         for _ in range(3):  # a few rounds between (synchronising) convergence checks
-            m = torch.minimum(labels[src_t], labels[dst_t])
-            labels = labels.scatter_reduce(0, src_t, m, reduce="amin").scatter_reduce(0, dst_t, m, reduce="amin")
+            m = torch.minimum(labels[src], labels[dst])
+            labels = labels.scatter_reduce(0, src, m, reduce="amin").scatter_reduce(0, dst, m, reduce="amin")
             labels = labels[labels]
             labels = labels[labels]
         if torch.equal(labels, before):
             break
-    _, comp = torch.unique(labels, return_inverse=True)
-    return comp[inv]
+    roots = labels == torch.arange(nv, device=dev)  # every component's smallest voxel is its root
+    comp = torch.cumsum(roots, 0) - 1  # components numbered by their root's key
+    return comp[labels][inv]
 
 
 @dataclass
@@ -163,12 +160,6 @@ class Candidates:
     cutoff: float  # relevancy a Gaussian needed to be selected
     ids: torch.Tensor  # (S,) selected Gaussian indices
     relevancy: torch.Tensor  # (S,) their relevancy
-
-
-def selectable(field: "LanguageField", cfg: QueryConfig) -> torch.Tensor:
-    """(N, L) bool: Gaussians a query may select at each level: opaque enough and observed there
-    (enough surface-supported evidence in the views; see core/field/registration.py)."""
-    return (field.opacities() >= cfg.min_opacity)[:, None] & field.observed()
 
 
 def relevancy_logit(rel: torch.Tensor) -> torch.Tensor:
@@ -186,34 +177,42 @@ def select_candidates(field: "LanguageField", text: torch.Tensor, canonical: tor
                       cfg: QueryConfig) -> list[Candidates]:
     """The device-side part of 3D selection, for every query (no host copies of all N).
 
-    Only selectable Gaussians (:func:`selectable`) count. Level choice: the level whose highest
-    relevancy among them is largest. Selection: relevancy >= threshold, and a relevancy logit
-    (:func:`relevancy_logit`) >= lo + relative_cutoff * (hi - lo) over the selectable Gaussians
-    (LangSplat's normalise-and-cut rule, applied to logits because the relevancy saturates).
-    An empty ``ids`` means none reached the threshold.
+    Only selectable Gaussians (opaque enough and observed: ``LanguageField.selectable``) count.
+    Level choice: the level whose highest relevancy among them is largest. Selection:
+    relevancy >= threshold, and a relevancy logit (:func:`relevancy_logit`) >= lo +
+    relative_cutoff * (hi - lo) over the selectable Gaussians (LangSplat's normalise-and-cut
+    rule, applied to logits because the relevancy saturates). An empty ``ids`` means none
+    reached the threshold.
+
+    A Gaussian's relevancy is that of its codebook entry, so the statistics (peak, lo, hi) are
+    taken over the K entries that selectable Gaussians use, and the cut is a (K,) table of
+    passing entries: the only work over all N Gaussians is one gather per query.
     """
-    rel_all = gaussian_relevancy(field, text, canonical)  # (Q, L, N)
-    logit = relevancy_logit(rel_all)
-    ok = selectable(field, cfg).T[None]  # (1, L, N)
-    rel_vis = torch.where(ok, rel_all, torch.tensor(-1.0, device=rel_all.device))
-    peaks = rel_vis.max(dim=2).values  # (Q, L)
-    big = torch.tensor(1e9, device=rel_all.device)
-    hi = torch.where(ok, logit, -big).max(dim=2).values
-    lo = torch.where(ok, logit, big).min(dim=2).values
+    table = relevancy_table(field, text, canonical)  # (Q, K)
+    logit = relevancy_logit(table)
+    ok, present = field.selectable(cfg.min_opacity, table.shape[1])  # (N, L), (L, K)
+    dev = table.device
+    peaks = torch.where(present[None], table[:, None, :], torch.tensor(-1.0, device=dev)).max(dim=2).values  # (Q, L)
+    big = torch.tensor(1e9, device=dev)
+    hi = torch.where(present[None], logit[:, None, :], -big).max(dim=2).values
+    lo = torch.where(present[None], logit[:, None, :], big).min(dim=2).values
     levels = hi.argmax(dim=1)  # the level with the highest peak (the logit is monotonic)
     cut = lo + cfg.relative_cutoff * (hi - lo)
-    peaks_h, cut_h, levels_h = peaks.cpu().tolist(), cut.cpu().tolist(), levels.cpu().tolist()  # one sync
+    rows = torch.arange(table.shape[0], device=dev)
+    stats = torch.stack([peaks[rows, levels].double(), cut[rows, levels].double(), levels.double()], 1).cpu().tolist()  # one sync
+    idx = field.code_index()
     out = []
-    for qi, lvl in enumerate(levels_h):
-        best = peaks_h[qi][lvl]
+    for qi, (best, cut_q, lvl_f) in enumerate(stats):
+        lvl = int(lvl_f)
         if best < threshold:
-            e = torch.empty(0, dtype=torch.long, device=rel_all.device)
+            e = torch.empty(0, dtype=torch.long, device=dev)
             out.append(Candidates(lvl, best, threshold, e, e.float()))
             continue
-        keep = (rel_vis[qi, lvl] >= threshold) & (logit[qi, lvl] >= cut_h[qi][lvl]) & ok[0, lvl]
-        ids = torch.nonzero(keep).squeeze(1)
-        cutoff = max(threshold, float(torch.sigmoid(torch.tensor(cut_h[qi][lvl]))))
-        out.append(Candidates(lvl, best, cutoff, ids, rel_all[qi, lvl, ids]))
+        passing = (table[qi] >= threshold) & (logit[qi] >= cut_q)  # (K,) entries that pass
+        codes = idx[:, lvl]
+        ids = torch.nonzero(passing[codes] & ok[:, lvl]).squeeze(1)
+        cutoff = max(threshold, 1.0 / (1.0 + math.exp(-cut_q)) if abs(cut_q) < 700 else float(cut_q > 0))
+        out.append(Candidates(lvl, best, cutoff, ids, table[qi, codes[ids]]))
     return out
 
 
@@ -240,26 +239,28 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
             out.append(_no_match(q, c.peak, threshold, level, f"no match above threshold {threshold:.2f} (best {c.peak:.2f})"))
             continue
         labels = connected_instances(means[c.ids], radius)
-        sizes = torch.bincount(labels)
+        sizes = torch.zeros(c.ids.shape[0], dtype=torch.long, device=labels.device).index_add_(0, labels, torch.ones_like(labels))
         w = field.evidence[c.ids, c.level] if field.evidence is not None else torch.ones_like(c.relevancy)
-        order, mass = _rank_instances(labels, sizes, c.relevancy, w.double(), cfg)
-        mass_h = mass[order].cpu().tolist()  # one synchronisation
+        per = [None if t is None else t[c.ids, c.level] for t in (field.labelled, field.agree_views)]
+        order, mass = _rank_instances(labels, sizes, c.relevancy, w.double(), cfg, *per)
+        top = order[: cfg.max_instances]
+        *mass_h, n_all = torch.cat([mass[top], (mass >= 0).sum()[None].double()]).cpu().tolist()  # one synchronisation
         n_ok = sum(m >= 0 for m in mass_h)
         if n_ok == 0:
             out.append(_no_match(q, c.peak, threshold, level,
                                  f"only {int(c.ids.numel())} scattered Gaussians above {c.cutoff:.2f} (no group of >= {cfg.min_instance_points})"))
             continue
-        insts = [_instance(field, q, threshold, level, c, labels == order[k], mass_h[k], k, n_ok, cfg)
-                 for k in range(min(n_ok, cfg.max_instances))]
+        insts = _instances(field, q, threshold, level, c, labels, top[:n_ok], mass_h[:n_ok], int(n_all), cfg)
         insts[0].alternatives = insts[1:]
         out.append(insts[0])
     return out
 
 
 def _rank_instances(labels: torch.Tensor, sizes: torch.Tensor, relevancy: torch.Tensor, weight: torch.Tensor,
-                    cfg: QueryConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Order (I,) of the instances, best first, and their evidence (I,), -1 for groups smaller
-    than ``min_instance_points``.
+                    cfg: QueryConfig, labelled: torch.Tensor | None = None,
+                    agree_views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Order of the instance slots (as many as ``sizes``), best first, and their evidence, -1 for
+    groups smaller than ``min_instance_points`` (and for empty slots).
 
     Evidence = sum of relevancy x observed weight. The rank is by evidence x exp(w x m), m the
     instance's weighted mean relevancy logit and w = ``instance_match_weight`` (for w = 1:
@@ -267,40 +268,73 @@ def _rank_instances(labels: torch.Tensor, sizes: torch.Tensor, relevancy: torch.
     merely related to the query (a floral mug for "white mug": both names embed alike) outweighs
     the small object the query names; with it, a logit 2.2 higher (the white mug, measured in
     the kitchen) is worth 9x the evidence. ``instance_density_weight`` d > 0 multiplies by
-    (evidence per Gaussian)^d as well.
+    (evidence per Gaussian)^d as well. Ties keep the instances' order (stable sort).
+
+    With the registration's per-Gaussian ``labelled`` weight and ``agree_views`` count,
+    ``instance_consensus_weight`` c multiplies by (sum weight / sum labelled)^c, the agreeing
+    share of what the views saw there, and ``instance_views_weight`` v by the weight-averaged
+    agreeing views^v (each term off at 0, or when the field lacks it).
     """
     n = sizes.shape[0]
     zeros = torch.zeros(n, device=labels.device, dtype=torch.float64)
     mass = zeros.index_add(0, labels, relevancy.double() * weight)
-    valid = sizes >= cfg.min_instance_points
+    valid = sizes >= max(1, cfg.min_instance_points)
     mass = torch.where(valid, mass, torch.full_like(mass, -1.0))
-    if cfg.instance_match_weight <= 0 and cfg.instance_density_weight <= 0:
-        return torch.argsort(mass, descending=True), mass
+    use_consensus = cfg.instance_consensus_weight > 0 and labelled is not None
+    use_views = cfg.instance_views_weight > 0 and agree_views is not None
+    if cfg.instance_match_weight <= 0 and cfg.instance_density_weight <= 0 and not (use_consensus or use_views):
+        return torch.sort(mass, descending=True, stable=True).indices, mass
     wsum = zeros.index_add(0, labels, weight).clamp(min=1e-12)
     match = zeros.index_add(0, labels, relevancy_logit(relevancy).double() * weight) / wsum
     best = torch.where(valid, match, torch.full_like(match, -1e18)).max()
     key = torch.log(mass.clamp(min=1e-300)) + cfg.instance_match_weight * (match - best)
     if cfg.instance_density_weight > 0:
         key = key + cfg.instance_density_weight * torch.log(mass.clamp(min=1e-300) / sizes.double().clamp(min=1.0))
+    if use_consensus:
+        seen = zeros.index_add(0, labels, labelled.double()).clamp(min=1e-12)
+        key = key + cfg.instance_consensus_weight * torch.log((wsum / seen).clamp(1e-12, 1.0))
+    if use_views:
+        views = zeros.index_add(0, labels, agree_views.double() * weight) / wsum
+        key = key + cfg.instance_views_weight * torch.log(views.clamp(min=1e-3))
     key = torch.where(valid, key, torch.full_like(key, -1e300))
-    return torch.argsort(key, descending=True), mass
+    return torch.sort(key, descending=True, stable=True).indices, mass
 
 
-def _instance(field: "LanguageField", q: str, threshold: float, level: str, c: Candidates, keep: torch.Tensor,
-              evidence: float, rank: int, n_inst: int, cfg: QueryConfig) -> Match3D:
-    """One instance of a selection as a Match3D (points subsampled to ``max_points``)."""
-    idx = torch.nonzero(keep).squeeze(1)
-    if idx.numel() > cfg.max_points:
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        idx = idx[torch.randperm(idx.numel(), generator=gen)[: cfg.max_points].to(idx.device)].sort().values
-    gid = c.ids[idx]
+def _subsample_key(gid: torch.Tensor) -> torch.Tensor:
+    """A fixed pseudo-random key in [0, 1) per Gaussian id (a multiplicative hash): the same
+    Gaussians are kept whenever an instance is subsampled, on any device."""
+    return ((gid * 2654435761) % 4294967296).double() / 4294967296.0
+
+
+def _instances(field: "LanguageField", q: str, threshold: float, level: str, c: Candidates, labels: torch.Tensor,
+               top: torch.Tensor, evidence: list[float], n_inst: int, cfg: QueryConfig) -> list[Match3D]:
+    """The instances ``top`` (label ids, best first) of a selection as Match3Ds, each subsampled to
+    ``max_points`` (uniformly, by :func:`_subsample_key`), gathered and copied to the host at once."""
+    k = top.shape[0]
+    rank_of = torch.full((labels.shape[0],), k, dtype=torch.long, device=labels.device)
+    rank_of[top] = torch.arange(k, device=labels.device)
+    r = rank_of[labels]  # (S,) rank of each candidate's instance, k = not returned
+    gid_all = c.ids
+    order = torch.argsort(r.double() + _subsample_key(gid_all))  # by instance, then by the fixed random key
+    r_sorted = r[order]
+    start = torch.searchsorted(r_sorted, torch.arange(k + 1, device=r.device))
+    pos = torch.arange(r_sorted.shape[0], device=r.device) - start[r_sorted.clamp(max=k)]
+    sel = order[(r_sorted < k) & (pos < cfg.max_points)]  # sync: the number of returned points
+    gid = gid_all[sel]
     col = (torch.sigmoid(field.params["colors"].detach()[gid]).clamp(0, 1) * 255 + 0.5).floor()
     packed = torch.cat([field.params["means"].detach()[gid], col, field.surface_normals()[gid],
-                        c.relevancy[idx, None], gid[:, None]], 1).double().cpu().numpy()  # one transfer
-    pts, rv = packed[:, 0:3].astype(np.float32), packed[:, 9].astype(np.float32)
-    return Match3D(q, True, float(rv.max()), threshold, level, n_inst, pts, packed[:, 3:6].astype(np.uint8), rv,
-                   packed[:, 10].astype(np.int64), f"level {level}; instance {rank + 1} of {n_inst}; {len(gid)} points; evidence {evidence:.1f}",
-                   normals=packed[:, 6:9].astype(np.float32), rank=rank, evidence=evidence)
+                        c.relevancy[sel, None], gid[:, None], r[sel, None]], 1).double().cpu().numpy()  # one transfer
+    out = []
+    bounds = np.searchsorted(packed[:, 11], np.arange(k + 1))
+    for rank in range(k):
+        p = packed[bounds[rank]: bounds[rank + 1]]
+        p = p[np.argsort(p[:, 10], kind="stable")]  # by Gaussian id
+        rv = p[:, 9].astype(np.float32)
+        out.append(Match3D(q, True, float(rv.max()), threshold, level, n_inst, p[:, 0:3].astype(np.float32),
+                           p[:, 3:6].astype(np.uint8), rv, p[:, 10].astype(np.int64),
+                           f"level {level}; instance {rank + 1} of {n_inst}; {len(p)} points; evidence {evidence[rank]:.1f}",
+                           normals=p[:, 6:9].astype(np.float32), rank=rank, evidence=evidence[rank]))
+    return out
 
 
 def _no_match(q: str, best: float, threshold: float, level: str, message: str) -> Match3D:

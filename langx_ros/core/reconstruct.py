@@ -342,7 +342,7 @@ def reconstruct(
                        {"frames": [f.frame_id for f in frames], "generated_frames": [g.frame.frame_id for g in generated],
                         "timings": timings, "canonical_phrases": list(canonical_phrases), "min_weight": reg_cfg.min_weight,
                         "semantic_mode": reg_cfg.mode},
-                       reg.evidence, reg.normals)
+                       reg.evidence, reg.normals, reg.labelled, reg.agree_views)
     return ReconstructResult(lf, timings, {"field": stats, "lqc": lqc_stats})
 
 

@@ -50,11 +50,14 @@ def _field_with(means, evidence, normals=None):
 
 
 def _patch_relevancy(monkeypatch, rel):
+    """Each Gaussian its own codebook entry, of relevancy ``rel[i]``."""
     import torch
 
     import langx_ros.core.query as q
+    from langx_ros.core.field.model import LanguageField
 
-    monkeypatch.setattr(q, "gaussian_relevancy", lambda field, text, canon: torch.tensor(rel, dtype=torch.float32)[None, None])
+    monkeypatch.setattr(LanguageField, "code_index", lambda self: torch.arange(self.num_gaussians)[:, None])
+    monkeypatch.setattr(q, "relevancy_table", lambda field, text, canon: torch.tensor(rel, dtype=torch.float32)[None])
 
 
 def _cluster(center, n, seed):
@@ -181,3 +184,54 @@ def test_density_weight_prefers_the_well_seen_object_over_a_thinly_seen_mislabel
     assert sorted(m0.gaussian_ids.tolist()) == list(range(368))
     (m,) = select_3d(f, ["plastic box"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, QueryConfig(**base, instance_density_weight=0.5))
     assert sorted(m.gaussian_ids.tolist()) == list(range(368, 451)) and len(m.alternatives) == 1
+
+
+def test_instances_beyond_max_instances_are_counted_and_points_subsample_the_same_way_each_time(monkeypatch):
+    """Five well-separated objects, max_instances = 3: three are returned, best first, each
+    saying it is one of five; max_points keeps a fixed subset of an instance's Gaussians
+    (ids ascending), the same on every call."""
+    import torch
+
+    from langx_ros.core.query import select_3d
+
+    sizes = [60, 50, 40, 30, 20]
+    means = sum((_cluster([2.0 * i, 0, 0], n, i) for i, n in enumerate(sizes)), [])
+    f = _field_with(means, [10.0] * sum(sizes))
+    _patch_relevancy(monkeypatch, [0.9] * sum(sizes))
+    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0, max_instances=3, max_points=25)
+    (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    got = [m] + m.alternatives
+    assert [x.rank for x in got] == [0, 1, 2] and all(x.num_instances == 5 for x in got)
+    starts = np.cumsum([0] + sizes)
+    for x, lo, hi in zip(got, starts[:3], starts[1:4]):
+        ids = x.gaussian_ids
+        assert len(ids) == 25 and np.all((ids >= lo) & (ids < hi)) and np.all(np.diff(ids) > 0)
+        assert "of 5" in x.message and len(x.points) == len(x.normals) == len(x.relevancy) == 25
+    (again,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    assert np.array_equal(again.gaussian_ids, m.gaussian_ids)
+    assert len(set(m.gaussian_ids.tolist())) == 25 and m.gaussian_ids.tolist() != list(range(25))  # a spread, not the first 25
+
+
+def test_consensus_and_agreeing_views_demote_a_region_few_views_mislabel(monkeypatch):
+    """A region two views mislabel as the query (seen by five, three of which call it something
+    else: consensus 0.4, 2 agreeing views) against the object itself (consensus 0.95, 6 views)
+    with less evidence: by evidence the region wins; the consensus or the views term answers
+    the object; a field registered without those counts keeps the evidence rank."""
+    import torch
+
+    from langx_ros.core.query import select_3d
+
+    means = _cluster([0, 0, 0], 300, 0) + _cluster([1, 0, 0], 100, 1)
+    f = _field_with(means, [4.0] * 300 + [8.0] * 100)
+    f.labelled = torch.tensor([10.0] * 300 + [8.0 / 0.95] * 100)[:, None]
+    f.agree_views = torch.tensor([2.0] * 300 + [6.0] * 100)[:, None]
+    _patch_relevancy(monkeypatch, [0.99] * 400)
+    base = dict(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0)
+    ask = lambda **kw: select_3d(f, ["plastic box"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, QueryConfig(**base, **kw))[0]  # noqa: E731
+    assert sorted(ask().gaussian_ids.tolist()) == list(range(300))
+    for kw in ({"instance_consensus_weight": 1.0}, {"instance_views_weight": 1.0}):
+        m = ask(**kw)
+        assert sorted(m.gaussian_ids.tolist()) == list(range(300, 400)), kw
+        assert len(m.alternatives) == 1 and m.alternatives[0].evidence > m.evidence  # still offered, second
+    f.labelled = f.agree_views = None
+    assert sorted(ask(instance_consensus_weight=1.0, instance_views_weight=1.0).gaussian_ids.tolist()) == list(range(300))

@@ -8,7 +8,6 @@ previous one intact.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from langx_ros.core.lqc import LQC
 
 FORMAT = "langx_field/1"
 PARAM_KEYS = ("means", "quats", "scales", "opacities", "colors", "sem")
-OBSERVATION_KEYS = ("evidence", "normals")  # registration results (absent in fields saved before it existed)
+OBSERVATION_KEYS = ("evidence", "normals", "labelled", "agree_views")  # registration results (absent in older fields)
 
 
 def save_field(field: LanguageField, folder: str | Path) -> Path:
@@ -74,7 +73,7 @@ def load_field(folder: str | Path, device: torch.device | str = "cpu") -> Langua
     lqc = LQC.load(folder / "lqc.safetensors", device)
     params = {k: tensors[k] for k in PARAM_KEYS}
     return LanguageField(params, lqc, list(meta["levels"]), dict(meta.get("provenance", {})), dict(meta.get("meta", {})),
-                         tensors.get("evidence"), tensors.get("normals"))
+                         *(tensors.get(k) for k in OBSERVATION_KEYS))
 
 
 def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None,

@@ -35,9 +35,12 @@ class LanguageField:
     meta: dict = field(default_factory=dict)
     evidence: torch.Tensor | None = None  # (N, L) registration evidence per level (see registration.py); None = unknown
     normals: torch.Tensor | None = None  # (N, 3) unit surface normals facing the views that saw them
+    labelled: torch.Tensor | None = None  # (N, L) registration: labelled blending weight, agreeing or not (None = unknown)
+    agree_views: torch.Tensor | None = None  # (N, L) registration: views whose labels mostly agree (None = unknown)
     _code_index: torch.Tensor | None = field(default=None, repr=False)
     _codebook_features: torch.Tensor | None = field(default=None, repr=False)
     _spacing: float | None = field(default=None, repr=False)
+    _selectable: dict = field(default_factory=dict, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -58,7 +61,7 @@ class LanguageField:
         p = {k: v.detach().to(device) for k, v in self.params.items()}
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return LanguageField(p, self.lqc.to(device), list(self.levels), dict(self.provenance), dict(self.meta),
-                             mv(self.evidence), mv(self.normals))
+                             mv(self.evidence), mv(self.normals), mv(self.labelled), mv(self.agree_views))
 
     @torch.no_grad()
     def observed(self) -> torch.Tensor:
@@ -66,6 +69,22 @@ class LanguageField:
         if self.evidence is None:
             return torch.ones(self.num_gaussians, len(self.levels), dtype=torch.bool, device=self.device)
         return self.evidence >= float(self.meta.get("min_weight", 0.0))
+
+    @torch.no_grad()
+    def selectable(self, min_opacity: float, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a query may select (cached per ``min_opacity``): (N, L) bool, the Gaussian is opaque
+        enough and observed at that level; and (L, K) bool, codebook entry k is the code of some
+        selectable Gaussian at level l (so per-query statistics over the selectable Gaussians are
+        taken over K entries, not N Gaussians)."""
+        key = (float(min_opacity), int(codebook_size), self.num_gaussians)
+        if key not in self._selectable:
+            ok = (self.opacities() >= min_opacity)[:, None] & self.observed()
+            idx = self.code_index()
+            present = torch.zeros(ok.shape[1], codebook_size, dtype=torch.bool, device=self.device)
+            for lvl in range(ok.shape[1]):
+                present[lvl, idx[ok[:, lvl], lvl]] = True
+            self._selectable[key] = (ok, present)
+        return self._selectable[key]
 
     @torch.no_grad()
     def surface_normals(self) -> torch.Tensor:

@@ -101,6 +101,8 @@ class Registration:
     weight: torch.Tensor  # (N,) supported blending weight over all pixels
     normals: torch.Tensor  # (N, 3) unit normals facing the view that saw the Gaussian most
     support_views: torch.Tensor  # (N,) number of views with surface support
+    labelled: torch.Tensor | None = None  # (N, L) supported blending weight inside labelled pixels, agreeing or not
+    agree_views: torch.Tensor | None = None  # (N, L) number of views whose labels there mostly agree with the result
 
     def observed(self, min_weight: float) -> torch.Tensor:
         """(N, L) bool: enough evidence at each level."""
@@ -185,23 +187,35 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
         best = torch.where(more, w_all, best)
         center = -vm[:3, :3].T @ vm[:3, 3]
         facing = torch.where(more[:, None], normals_facing(normals, means, center), facing)
-    feats, evidence = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, None, check_cancel)
+    acc = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, None, check_cancel)
     for _ in range(cfg.vote_rounds):
-        feats, evidence = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, feats, check_cancel)
-    return Registration(feats, evidence, weight, facing, support_views)
+        acc = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, acc.features, check_cancel)
+    return Registration(acc.features, acc.evidence, weight, facing, support_views, acc.labelled, acc.agree_views)
+
+
+@dataclass
+class _Accumulated:
+    features: list[torch.Tensor | None]  # per level (N, F) mean segment feature
+    evidence: torch.Tensor  # (N, L) blending weight behind it (agreeing weight in a vote round)
+    labelled: torch.Tensor  # (N, L) blending weight inside labelled pixels of supporting views
+    agree_views: torch.Tensor  # (N, L) views whose labelled weight mostly (>= half) agrees
 
 
 def _accumulate(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], supports: Sequence[torch.Tensor],
                 totals: Sequence[torch.Tensor], num_levels: int, cfg: RegistrationConfig, backend: str,
                 current: list[torch.Tensor | None] | None,
-                check_cancel: Callable[[], None] | None) -> tuple[list[torch.Tensor | None], torch.Tensor]:
+                check_cancel: Callable[[], None] | None) -> _Accumulated:
     """Per level the (N, F) mean segment feature of every Gaussian and (N, L) the blending weight
     behind it. Every supporting view weighs 1 in total (``totals``: its (N,) blending weight over
     all pixels), shared over its segments by blending weight. With ``current`` (a vote round)
     each share is also weighted by its agreement with the Gaussian's current feature, the
-    evidence is the agreeing blending weight, and a Gaussian with none keeps ``current``."""
+    evidence is the agreeing blending weight, and a Gaussian with none keeps ``current``.
+    Also counted: the labelled weight behind it, agreeing or not, and the views that mostly
+    agree (without ``current`` every view with labelled weight agrees)."""
     n, dev = geom["means"].shape[0], geom["means"].device
     evidence = torch.zeros(n, num_levels, device=dev)
+    labelled = torch.zeros(n, num_levels, device=dev)
+    agree_views = torch.zeros(n, num_levels, device=dev)
     feats: list[torch.Tensor | None] = [None] * num_levels
     votes = [torch.zeros(n, device=dev) for _ in range(num_levels)]
     unit = [F.normalize(c, dim=-1) if c is not None else None for c in current] if current is not None else None
@@ -219,25 +233,30 @@ def _accumulate(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView]
             seg = view.seg[lvl].to(dev).long()
             if feats[lvl] is None:
                 feats[lvl] = torch.zeros(n, f_seg.shape[1], device=dev)
+            raw_v, agree_v = torch.zeros(n, device=dev), torch.zeros(n, device=dev)  # this view's labelled / agreeing weight
             for s0 in range(0, f_seg.shape[0], cfg.chunk):
                 s1 = min(s0 + cfg.chunk, f_seg.shape[0])
                 onehot = (seg[..., None] == torch.arange(s0, s1, device=dev)).float()  # (H, W, c)
                 if not onehot.any():
                     continue
                 w = blend_weights(geom, onehot, vm, K, view.width, view.height, backend) * sup[:, None]  # (N, c)
+                raw_v += w.sum(1)
                 if unit is not None and unit[lvl] is not None:
                     w = w * torch.exp((unit[lvl] @ f_seg[s0:s1].T - 1.0) / cfg.vote_width)
+                agree_v += w.sum(1)
                 evidence[:, lvl] += w.sum(1)
                 share = w / total[:, None].clamp(min=1e-12)  # one vote per view
                 votes[lvl] += share.sum(1)
                 feats[lvl] += share @ f_seg[s0:s1]
+            labelled[:, lvl] += raw_v
+            agree_views[:, lvl] += ((raw_v > 0) & (agree_v >= 0.5 * raw_v)).float()
     for lvl in range(num_levels):
         if feats[lvl] is not None:
             mean = feats[lvl] / votes[lvl][:, None].clamp(min=1e-30)
             if current is not None and current[lvl] is not None:
                 mean = torch.where(evidence[:, lvl : lvl + 1] > 0, mean, current[lvl])
             feats[lvl] = mean
-    return feats, evidence
+    return _Accumulated(feats, evidence, labelled, agree_views)
 
 
 @torch.no_grad()

@@ -129,13 +129,14 @@ def test_the_cross_view_vote_drops_a_segment_mislabelled_in_one_view():
     wrong[views[0].seg == 0] = 1
     views[0] = RegistrationView(views[0].viewmat, views[0].K, views[0].width, views[0].height, wrong, views[0].features, views[0].depth)
     floor = surf_lab == 0
-    results = {}
+    results, regs = {}, {}
     for rounds in (0, 2):
         cfg = RegistrationConfig(support_abs=0.05, vote_rounds=rounds)
         reg = register(geom, views, 1, cfg, backend="torch")
         f = torch.nn.functional.normalize(reg.features[0], dim=1)
         own = (f * torch.nn.functional.normalize(feats, dim=1)[torch.as_tensor(surf_lab)]).sum(1)  # cos with its true label
         results[rounds] = own.numpy(), reg.evidence[:, 0].numpy()
+        regs[rounds] = reg
     # floor Gaussians the mislabelled view and at least two others see: the majority is the floor
     sup0 = surface_support(geom["means"], views[0].viewmat, views[0].K, views[0].depth, 0.05, 0.02).numpy()
     many = floor & sup0 & (register(geom, views, 1, RegistrationConfig(support_abs=0.05, vote_rounds=0), backend="torch").support_views.numpy() >= 3)
@@ -151,6 +152,15 @@ def test_the_cross_view_vote_drops_a_segment_mislabelled_in_one_view():
     clean = (surf_lab >= 2) & (ev_mean > 0.1)
     assert clean.sum() > 20 and np.median(cos_vote[clean] - cos_mean[clean]) > -1e-3
     assert np.median(ev_vote[clean] / ev_mean[clean]) > 0.8  # (borders see two segments)
+    # what a query's consensus and view terms read: the labelled weight is the plain mean's evidence,
+    # agreeing or not; the mislabelling view no longer counts as agreeing, the others all do
+    plain, voted = regs[0], regs[2]
+    assert torch.allclose(voted.labelled, plain.evidence, rtol=1e-4, atol=1e-6)
+    assert torch.equal(plain.agree_views, (plain.labelled > 0).float() * plain.agree_views.clamp(min=1))
+    lost = (plain.agree_views[:, 0] - voted.agree_views[:, 0]).numpy()
+    assert np.mean(lost[many] == 1) > 0.9, np.mean(lost[many] == 1)
+    interior = clean & (cos_mean > 0.99)  # no view mixes in a neighbouring segment (borders do, at this resolution)
+    assert interior.sum() > 20 and np.mean(lost[interior] == 0) > 0.9, np.mean(lost[interior] == 0)
 
 
 def test_codes_of_gaussians_without_evidence_come_from_their_nearest_seen_neighbour():
