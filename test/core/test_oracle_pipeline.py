@@ -115,6 +115,8 @@ def test_save_load_renders_the_same(built, tmp_path):
     b = loaded.render(vm, K, v.width, v.height)
     assert torch.equal(a.rgb, b.rgb) and torch.equal(a.sem, b.sem)
     assert loaded.provenance == res.field.provenance and loaded.levels == ["instance"]
+    for k in ("evidence", "normals", "labelled", "agree_views"):  # the registration's results travel with the field
+        assert getattr(res.field, k) is not None and torch.equal(getattr(loaded, k), getattr(res.field, k)), k
     save_field(loaded, folder)  # replacing an existing folder works and leaves nothing behind
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names[-1] == "field" and len(names) == 2 and names[0].startswith(".field.v-")  # the link and its one version
