@@ -75,6 +75,7 @@ def test_interfaces_are_built_and_importable():
     m = ObjectMatch.get_fields_and_field_types()
     assert m["cloud"] == "sensor_msgs/PointCloud2" and m["mask"] == "sensor_msgs/Image"
     assert m["centroid"] == "geometry_msgs/Point" and m["box_size"] == "geometry_msgs/Vector3"
+    assert m["obb_pose"] == "geometry_msgs/Pose" and m["obb_size"] == "geometry_msgs/Vector3"
     assert {"stage", "progress"} <= set(Reconstruct.Feedback.get_fields_and_field_types())
     assert {"success", "message", "num_gaussians", "total_seconds"} <= set(Reconstruct.Result.get_fields_and_field_types())
     assert NodeStatus.STATE_READY != NodeStatus.STATE_WAITING_FOR_INPUT

@@ -263,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                 slug = "".join(ch if ch.isalnum() else "_" for ch in q)[:40]
                 entry = {"query": q, "found": bool(m.found), "score": float(m.score), "points": int(m.cloud.width),
                          "centroid": list(c), "box_size": [m.box_size.x, m.box_size.y, m.box_size.z],
+                         "oriented_box": {"center": [m.obb_pose.position.x, m.obb_pose.position.y, m.obb_pose.position.z],
+                                          "quaternion_xyzw": [m.obb_pose.orientation.x, m.obb_pose.orientation.y,
+                                                              m.obb_pose.orientation.z, m.obb_pose.orientation.w],
+                                          "size": [m.obb_size.x, m.obb_size.y, m.obb_size.z]},
                          "round_trip_ms": rtt, "node_ms": float(res.latency_ms), "message": m.message}
                 if verdict:
                     entry["check"] = verdict

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
+from langx_ros.core.boxes import OrientedBox, oriented_box
 from langx_ros.core.config import QueryConfig
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class Match3D:
     rank: int = 0  # 0 = the instance with the most evidence
     evidence: float = 0.0  # sum over its Gaussians of relevancy x observed weight
     alternatives: list["Match3D"] = dataclasses.field(default_factory=list)  # the other instances that pass, by evidence
+    _obb: OrientedBox | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def centroid(self) -> np.ndarray:
@@ -95,6 +97,13 @@ class Match3D:
             return np.zeros(3), np.zeros(3)
         lo, hi = self.points.min(0), self.points.max(0)
         return (lo + hi) / 2, hi - lo
+
+    @property
+    def oriented_box(self) -> OrientedBox:
+        """The oriented bounding box of the points (core/boxes.py; computed once)."""
+        if self._obb is None:
+            self._obb = oriented_box(self.points)
+        return self._obb
 
 
 def relevancy_table(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,11 @@ def object_match(a: Answer, world_header: Header, view_header: Header | None) ->
     center, size = m.box
     msg.box_center.x, msg.box_center.y, msg.box_center.z = (float(v) for v in center)
     msg.box_size.x, msg.box_size.y, msg.box_size.z = (float(v) for v in size)
+    obb = m.oriented_box
+    msg.obb_pose.position.x, msg.obb_pose.position.y, msg.obb_pose.position.z = (float(v) for v in obb.center)
+    q = msg.obb_pose.orientation
+    q.x, q.y, q.z, q.w = (float(v) for v in obb.quaternion_xyzw())
+    msg.obb_size.x, msg.obb_size.y, msg.obb_size.z = (float(v) for v in obb.size)
     if m.found and a.mask is not None and view_header is not None:
         msg.mask = numpy_to_image(a.mask.astype(np.uint8) * 255, "mono8", view_header)
     msg.message = m.message
@@ -53,8 +58,8 @@ def rviz_outputs(answers: list[Answer], world_header: Header, view_header: Heade
     cols = np.concatenate([a.match.colors for a in found]) if found else np.zeros((0, 3), np.uint8)
     rel = np.concatenate([a.match.relevancy for a in found]) if found else np.zeros(0, np.float32)
     cloud = cloud_to_msg(pts, cols, rel, world_header)
-    markers = match_markers([(a.match.query if a.match.rank == 0 else f"{a.match.query} #{a.match.rank + 1}", *a.match.box, a.match.score)
-                             for a in found], world_header)
+    markers = match_markers([(a.match.query if a.match.rank == 0 else f"{a.match.query} #{a.match.rank + 1}", a.match.oriented_box,
+                              a.match.score) for a in found], world_header)
     mask_img = rel_img = None
     views = [a for a in found if a.view is not None and a.mask is not None]
     if views and view_header is not None:

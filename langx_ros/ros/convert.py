@@ -14,6 +14,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from langx_ros.core.boxes import OrientedBox
 from langx_ros.core.frames import FrameError, validate_intrinsics
 
 
@@ -262,10 +263,11 @@ def cloud_from_msg(msg) -> dict[str, np.ndarray]:
     return out
 
 
-def match_markers(boxes: list[tuple[str, np.ndarray, np.ndarray, float]], header: Header, ns: str = "langx"):
-    """visualization_msgs/MarkerArray: DELETEALL first, then per match a box and a text label.
+def match_markers(boxes: list[tuple[str, OrientedBox, float]], header: Header, ns: str = "langx"):
+    """visualization_msgs/MarkerArray: DELETEALL first, then per match its oriented box and a text
+    label above it.
 
-    boxes: (label, center (3,), size (3,), score) in the header's frame.
+    boxes: (label, oriented box (core/boxes.py), score) in the header's frame.
     """
     from visualization_msgs.msg import Marker, MarkerArray
 
@@ -276,20 +278,22 @@ def match_markers(boxes: list[tuple[str, np.ndarray, np.ndarray, float]], header
     clear.action = Marker.DELETEALL
     arr.markers.append(clear)
     palette = [(0.9, 0.2, 0.2), (0.2, 0.7, 0.9), (0.3, 0.9, 0.3), (0.95, 0.8, 0.2), (0.8, 0.4, 0.9)]
-    for i, (label, center, size, score) in enumerate(boxes):
+    for i, (label, obb, score) in enumerate(boxes):
         r, g, b = palette[i % len(palette)]
+        center, top = obb.center, float(obb.corners()[:, 2].max())
         box = Marker()
         box.header, box.ns, box.id = header, ns, 2 * i
         box.type, box.action = Marker.CUBE, Marker.ADD
         box.pose.position.x, box.pose.position.y, box.pose.position.z = (float(v) for v in center)
-        box.pose.orientation.w = 1.0
-        box.scale.x, box.scale.y, box.scale.z = (max(float(v), 0.01) for v in size)
+        q = box.pose.orientation
+        q.x, q.y, q.z, q.w = (float(v) for v in obb.quaternion_xyzw())
+        box.scale.x, box.scale.y, box.scale.z = (max(float(v), 0.01) for v in obb.size)
         box.color.r, box.color.g, box.color.b, box.color.a = r, g, b, 0.35
         text = Marker()
         text.header, text.ns, text.id = header, ns, 2 * i + 1
         text.type, text.action = Marker.TEXT_VIEW_FACING, Marker.ADD
         text.pose.position.x, text.pose.position.y = float(center[0]), float(center[1])
-        text.pose.position.z = float(center[2] + size[2] / 2 + 0.1)
+        text.pose.position.z = top + 0.1
         text.pose.orientation.w = 1.0
         text.scale.z = 0.12
         text.color.r, text.color.g, text.color.b, text.color.a = 1.0, 1.0, 1.0, 1.0

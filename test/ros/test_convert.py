@@ -159,17 +159,23 @@ def test_cloud_round_trip_with_rgb_packing():
     assert np.array_equal(back["rgb"], cols) and np.array_equal(back["z"], pts[:, 2])
 
 
-def test_markers_clear_then_box_and_label():
+def test_markers_clear_then_oriented_box_and_label_above_it():
+    from scipy.spatial.transform import Rotation
     from std_msgs.msg import Header
     from visualization_msgs.msg import Marker
 
+    from langx_ros.core.boxes import OrientedBox
     from langx_ros.ros.convert import match_markers
 
-    arr = match_markers([("printer", np.array([1.0, 2, 0.5]), np.array([0.4, 0.3, 0.2]), 0.91)], Header(frame_id="map"))
+    R = Rotation.from_euler("z", 30, degrees=True).as_matrix()
+    obb = OrientedBox(np.array([1.0, 2, 0.5]), R, np.array([0.4, 0.3, 0.2]))
+    arr = match_markers([("printer", obb, 0.91)], Header(frame_id="map"))
     assert [m.action for m in arr.markers] == [Marker.DELETEALL, Marker.ADD, Marker.ADD]
     box, text = arr.markers[1:]
     assert box.type == Marker.CUBE and box.scale.x == pytest.approx(0.4) and box.header.frame_id == "map"
-    assert text.text == "printer (0.91)" and text.pose.position.z > box.pose.position.z
+    q = box.pose.orientation
+    assert Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix() == pytest.approx(R, abs=1e-9)
+    assert text.text == "printer (0.91)" and text.pose.position.z == pytest.approx(0.5 + 0.1 + 0.1)
 
 
 def test_stamps_from_seconds_round_to_the_nanosecond_and_carry_into_seconds():

@@ -104,6 +104,14 @@ def test_capture_reconstruct_query_save_load(start_node):
     # every point carries its surface normal (unit length); the answer is the instance of rank 0
     assert {"normal_x", "normal_y", "normal_z"} <= set(pts) and couch.instance_rank == 0 and couch.evidence > 0
     assert np.allclose(np.sqrt(pts["normal_x"] ** 2 + pts["normal_y"] ** 2 + pts["normal_z"] ** 2), 1.0, atol=1e-3)
+    # the oriented box holds every point and is no larger than the axis-aligned one
+    from scipy.spatial.transform import Rotation
+
+    o, sz = couch.obb_pose, np.array([couch.obb_size.x, couch.obb_size.y, couch.obb_size.z])
+    R = Rotation.from_quat([o.orientation.x, o.orientation.y, o.orientation.z, o.orientation.w]).as_matrix()
+    local = (np.stack([pts["x"], pts["y"], pts["z"]], 1) - [o.position.x, o.position.y, o.position.z]) @ R
+    assert np.all(np.abs(local) <= sz / 2 + 1e-4) and sz[0] >= sz[1] >= sz[2] > 0
+    assert np.prod(sz) <= couch.box_size.x * couch.box_size.y * couch.box_size.z * 1.001
     every = _query(s, ["couch", "zebra"], view, all_instances=True)
     assert every.success and [m.query for m in every.matches].count("zebra") == 1
     ranks = [m.instance_rank for m in every.matches if m.query == "couch"]
