@@ -100,8 +100,10 @@ class QueryConfig:
         "3 x the median spacing of the Gaussians, at least min_cluster_radius.", min=0.0, max=100.0
     )
     min_cluster_radius: float = param(
-        0.04, "Lower bound (m) of the automatic cluster_radius: a real field's selection has holes where Gaussians "
-        "were not observed, and a radius from the densest spacing splits one object into many pieces.", min=0.0, max=100.0
+        0.06, "Lower bound (m) of the automatic cluster_radius: a real field's selection has holes where Gaussians "
+        "were not observed, and a radius from the densest spacing splits one object into many pieces (far, sparsely "
+        "seen objects most: 0.04 -> 0.06 took the lounge's whiteboard from 8 pieces to 3 and its recall 0.53 -> 0.62). "
+        "Same-label objects closer than this always merge.", min=0.0, max=100.0
     )
     instance_match_weight: float = param(
         1.0, "Instances are ranked by evidence x exp(w x their evidence-weighted mean relevancy logit), i.e. by "
