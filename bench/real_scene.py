@@ -139,7 +139,8 @@ def main() -> None:
                 s = r["summary"]
                 print(f"found {s['found']}/{s['objects']}, wrong-object {s['wrong_object']}, precision mean {s['mean_precision']:.2f} "
                       f"min {s['min_precision']:.2f}, recall mean {s['mean_recall']:.2f} min {s['min_recall']:.2f}, centroid error "
-                      f"mean {s['mean_centroid_error'] * 100:.1f} cm max {s['max_centroid_error'] * 100:.1f} cm, held-out 2D mIoU "
+                      f"mean {s['mean_centroid_error'] * 100:.1f} cm max {s['max_centroid_error'] * 100:.1f} cm (surface centroids: mean "
+                      f"{s['mean_surface_centroid_error'] * 100:.1f} cm max {s['max_surface_centroid_error'] * 100:.1f} cm), held-out 2D mIoU "
                       f"{s['miou_2d']:.2f} (3D answer rendered {s['miou_3d_rendered']:.2f}); {r['gaussians']} Gaussians, "
                       f"{r['observed']} observed; stages " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"].items()))
                 for k, v in r["selection_variants"].items():

@@ -33,6 +33,9 @@ class ObjectScore:
     nearest_other: str  # the labelled object the off-object points lie on most (or "" / "unlabelled")
     instances: int = 0
     recall_all: float = 0.0  # the same over every instance of the label (two sofas: both)
+    # the same between surface centroids (mean of the SURFACE_TOL voxels each set occupies), so it does not
+    # depend on where the cameras sampled the object densely (near views) or sparsely (far ones)
+    surface_centroid_error: float = float("nan")
     iou_2d: dict[str, float] = field(default_factory=dict)  # held-out view -> IoU of the LangSplat mask
     iou_3d: dict[str, float] = field(default_factory=dict)  # held-out view -> IoU of the 3D answer rendered
 
@@ -47,6 +50,16 @@ def surface_instances(points: np.ndarray, gap: float = INSTANCE_GAP) -> np.ndarr
     from langx_ros.core.query import connected_instances
 
     return connected_instances(torch.as_tensor(np.asarray(points, np.float64)), gap / 2).numpy()
+
+
+def surface_centroid(points: np.ndarray, voxel: float = SURFACE_TOL) -> np.ndarray:
+    """(3,) mean of the centres of the occupied ``voxel`` cells (each the mean of its points): the
+    centroid of the surface, not of the sampling."""
+    p = np.asarray(points, np.float64).reshape(-1, 3)
+    _, inv, counts = np.unique(np.floor(p / voxel).astype(np.int64), axis=0, return_inverse=True, return_counts=True)
+    cells = np.zeros((len(counts), 3))
+    np.add.at(cells, inv.reshape(-1), p)
+    return (cells / counts[:, None]).mean(0)
 
 
 def score_points(name: str, found: bool, score: float, points: np.ndarray, surfaces: dict[str, np.ndarray],
@@ -74,8 +87,9 @@ def score_points(name: str, found: bool, score: float, points: np.ndarray, surfa
     others = {k: (cKDTree(v).query(pts[~on])[0] <= tol).sum() for k, v in surfaces.items() if k != name and len(v) and (~on).any()}
     nearest_other = max(others, key=others.get) if others and max(others.values()) > 0 else ("unlabelled" if (~on).any() else "")
     err = float(np.linalg.norm(pts.mean(0) - gt[inst].mean(0)))
+    err_surface = float(np.linalg.norm(surface_centroid(pts) - surface_centroid(gt[inst])))
     return ObjectScore(name, True, float(score), len(pts), precision, float(covered[inst].mean()), err, precision < 0.5,
-                       nearest_other, instances, float(covered.mean()))
+                       nearest_other, instances, float(covered.mean()), surface_centroid_error=err_surface)
 
 
 def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -100,6 +114,8 @@ def summarise(scores: list[ObjectScore]) -> dict:
         "min_recall": min([s.recall for s in found], default=float("nan")),
         "mean_centroid_error": mean([s.centroid_error for s in found]),
         "max_centroid_error": max([s.centroid_error for s in found], default=float("nan")),
+        "mean_surface_centroid_error": mean([s.surface_centroid_error for s in found]),
+        "max_surface_centroid_error": max([s.surface_centroid_error for s in found], default=float("nan")),
         "miou_2d": mean(iou2),
         "miou_3d_rendered": mean(iou3),
     }
@@ -107,11 +123,11 @@ def summarise(scores: list[ObjectScore]) -> dict:
 
 def format_table(scores: list[ObjectScore]) -> str:
     """A fixed-width table of per-object scores."""
-    lines = [f"{'object':<22} {'found':>5} {'score':>6} {'points':>7} {'prec':>5} {'recall':>6} {'c.err m':>7} "
+    lines = [f"{'object':<22} {'found':>5} {'score':>6} {'points':>7} {'prec':>5} {'recall':>6} {'c.err m':>7} {'s.c.err':>7} "
              f"{'wrong':>5} {'2D IoU':>6} {'3D->2D':>6}  off-object points on"]
     for s in scores:
         i2 = np.mean(list(s.iou_2d.values())) if s.iou_2d else float("nan")
         i3 = np.mean(list(s.iou_3d.values())) if s.iou_3d else float("nan")
         lines.append(f"{s.name[:22]:<22} {str(s.found):>5} {s.score:6.3f} {s.points:7d} {s.precision:5.2f} {s.recall:6.2f} "
-                     f"{s.centroid_error:7.3f} {str(s.wrong_object):>5} {i2:6.2f} {i3:6.2f}  {s.nearest_other}")
+                     f"{s.centroid_error:7.3f} {s.surface_centroid_error:7.3f} {str(s.wrong_object):>5} {i2:6.2f} {i3:6.2f}  {s.nearest_other}")
     return "\n".join(lines)

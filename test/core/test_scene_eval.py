@@ -53,3 +53,21 @@ def test_a_sparsely_sampled_far_surface_is_one_instance_and_two_objects_are_two(
     assert len(set(surface_instances(np.concatenate([sofa, sofa + [1.5, 0, 0]])).tolist())) == 2
     s = score_points("board", True, 1.0, board, {"board": board})
     assert s.recall == 1.0 and s.centroid_error < 1e-9
+
+
+def test_the_surface_centroid_does_not_depend_on_where_the_cameras_sampled_densely():
+    """A 2 m cabinet run whose near end a camera saw at 1 mm spacing and far end at 2 cm: the
+    mean of its depth points lies near the near end; an answer with evenly spread Gaussians over
+    the same surface has a point-centroid error of decimetres but a surface-centroid error of
+    millimetres."""
+    from langx_ros.core.scene_eval import surface_centroid
+
+    near = np.c_[np.arange(0, 0.5, 0.001), np.zeros(500), np.zeros(500)]
+    far = np.c_[np.arange(0.5, 2.0, 0.02), np.zeros(75), np.zeros(75)]
+    gt = np.concatenate([near, far])
+    answer = np.c_[np.arange(0, 2.0, 0.01), np.zeros(200), np.zeros(200)]
+    s = score_points("cabinets", True, 1.0, answer, {"cabinets": gt})
+    assert s.precision == 1.0 and s.recall == 1.0
+    assert s.centroid_error > 0.3 and s.surface_centroid_error < 0.02
+    assert abs(surface_centroid(gt)[0] - 1.0) < 0.02
+    assert summarise([s])["max_surface_centroid_error"] == s.surface_centroid_error
