@@ -31,6 +31,7 @@ from langx_ros.core.field.registration import RegistrationConfig
 from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.label_noise import LabelNoise
 from langx_ros.core.lqc import LQCConfig
+from langx_ros.core.pose_refine import PoseRefineConfig, perturb_poses
 from langx_ros.core.real_scene import DATA_ROOT, EmbeddingTable, LoadedScene, answer_3d, encode_queries, load_scene, run_scene, scene_lqc, scene_spec
 from langx_ros.core.scene_eval import format_table, summarise
 from langx_ros.core.synthetic import OracleTextEncoder, make_scene
@@ -79,6 +80,10 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=["instance_match_weight=0"],
                     help="also answer on each run's field with these query settings (QueryConfig field=value, several "
                          "joined by ','), side by side; e.g. instance_match_weight=0 instance_density_weight=1")
+    ap.add_argument("--perturb-poses", default="", metavar="M,DEG",
+                    help="move every training pose but the first as drifting odometry would (translation m, rotation deg "
+                         "per axis, fixed seed); scores stay against the true surfaces")
+    ap.add_argument("--refine-poses", action="store_true", help="refine the keyframe poses before the field (pose_refine)")
     ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-v<rounds>)")
     ap.add_argument("--out", default="real_scene")
     a = ap.parse_args()
@@ -107,6 +112,13 @@ def main() -> None:
     lqc_cfg = LQCConfig(steps=a.lqc_steps, batch_size=4096, codebook_size=a.codebook)
     runs = []
     tmp = Path(tempfile.mkdtemp(prefix="langx_lqc_"))
+
+    def train_frames(scene):
+        if not a.perturb_poses:
+            return None
+        t, r = (float(v) for v in a.perturb_poses.split(","))
+        return perturb_poses(scene.train, t, r)
+
     for name in a.scenes:
         scene = loaded[name]
         enc = OracleTextEncoder(scene.names) if name == "synthetic" else text
@@ -117,7 +129,9 @@ def main() -> None:
             for mode, rounds in [(m, v) for m in a.modes for v in (a.vote_rounds if m != "train" else a.vote_rounds[:1])]:
                 queries = {n: SYNONYMS[n] for n in scene.names if n in SYNONYMS} if a.synonyms and name != "synthetic" else None
                 r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, RegistrationConfig(vote_rounds=rounds),
-                              queries=queries, lqc_path=lqc_path)
+                              queries=queries, lqc_path=lqc_path, train=train_frames(scene),
+                              pose_cfg=PoseRefineConfig(enabled=True) if a.refine_poses else None)
+                r["poses"] = {"perturbed": a.perturb_poses or "no", "refined": a.refine_poses}
                 r["vote_rounds"] = rounds
                 scores = r.pop("_scores")
                 fld = r.pop("_field")
@@ -134,7 +148,8 @@ def main() -> None:
                     save_field(fld, a.save_fields / f"{name}-{mode.replace('+', '_')}-{noise_name}-v{rounds}")
                 del fld
                 print(f"\n== {name} | {mode} (vote rounds {rounds}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
-                      f"{a.iters} it, {a.device} ({torch.cuda.get_device_name(0) if str(a.device).startswith('cuda') else 'CPU'}) ==")
+                      f"{a.iters} it, {a.device} ({torch.cuda.get_device_name(0) if str(a.device).startswith('cuda') else 'CPU'}); poses perturbed: "
+                      f"{r['poses']['perturbed']}, refined: {r['poses']['refined']} ==")
                 print(format_table(scores))
                 s = r["summary"]
                 print(f"found {s['found']}/{s['objects']}, wrong-object {s['wrong_object']}, precision mean {s['mean_precision']:.2f} "

@@ -10,7 +10,8 @@ import pytest
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "rgbd-3dmatch-seq01"
+DATA_ROOT = REPO.parent / "shared" / "data"
+DATA = DATA_ROOT / "rgbd-3dmatch-seq01"
 
 
 @pytest.fixture
@@ -19,3 +20,14 @@ def rgbd_folder() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real RGB-D data not present at {DATA} (only developers of langx_ros have it)")
     return DATA
+
+
+@pytest.fixture
+def real_data_root():
+    """``(name) -> Path`` of a real data set under ../shared/data; skips (with the reason) where absent."""
+    def get(name: str) -> Path:
+        folder = DATA_ROOT / name
+        if not folder.is_dir():
+            pytest.skip(f"real RGB-D data not present at {folder} (only developers of langx_ros have it)")
+        return folder
+    return get

@@ -28,6 +28,7 @@ from langx_ros.core.field.registration import RegistrationConfig
 from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.keyframes import KeyframeConfig
 from langx_ros.core.lqc import LQCConfig
+from langx_ros.core.pose_refine import PoseRefineConfig
 from langx_ros.core.reconstruct import ReconstructConfig
 from langx_ros.core.segment import SegmentConfig
 from langx_ros.core.trimap.interpolate import TriMapConfig
@@ -161,6 +162,7 @@ class LangxConfig:
     lqc: LQCConfig = dataclasses.field(default_factory=LQCConfig)
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     registration: RegistrationConfig = dataclasses.field(default_factory=RegistrationConfig)
+    pose_refine: PoseRefineConfig = dataclasses.field(default_factory=PoseRefineConfig)
     reconstruct: ReconstructConfig = dataclasses.field(default_factory=ReconstructConfig)
     trimap: TriMapConfig = dataclasses.field(default_factory=TriMapConfig)
     query: QueryConfig = dataclasses.field(default_factory=QueryConfig)

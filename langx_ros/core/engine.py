@@ -161,7 +161,8 @@ class Engine:
         field_cfg = cfg.field if iterations <= 0 else dataclasses.replace(cfg.field, iterations=iterations)
         trimap = (self.trimap(), cfg.trimap) if use_trimap else None
         res = reconstruct(frames, semantics, text, cfg.reconstruct, field_cfg, lqc_cfg, cfg.query.canonical_phrases,
-                          device=self.device, progress=progress, cancel=cancel, trimap=trimap, reg_cfg=cfg.registration)
+                          device=self.device, progress=progress, cancel=cancel, trimap=trimap, reg_cfg=cfg.registration,
+                          pose_cfg=cfg.pose_refine)
         res.field.meta["text_encoder"] = kind
         return res
 

@@ -32,6 +32,7 @@ from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.frames import Frame, list_rgbd_folder, load_rgbd_frame, resize_frame
 from langx_ros.core.label_noise import LabelNoise, NoisyOracleSemantics
 from langx_ros.core.lqc import LQCConfig
+from langx_ros.core.pose_refine import PoseRefineConfig
 from langx_ros.core.scene_eval import ObjectScore, mask_iou, score_points, summarise
 from langx_ros.core.synthetic import ORACLE_PROVENANCE, OracleSemantics
 
@@ -157,12 +158,15 @@ def answer_3d(scene: LoadedScene, field, qtexts: list[str], text: torch.Tensor, 
 
 def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfig, lqc_cfg: LQCConfig, qcfg: QueryConfig,
               device: torch.device | str, noise: LabelNoise | None = None, reg_cfg: RegistrationConfig | None = None,
-              queries: dict[str, str] | None = None, lqc_path: str = "") -> dict:
+              queries: dict[str, str] | None = None, lqc_path: str = "", pose_cfg: PoseRefineConfig | None = None,
+              train: list[Frame] | None = None) -> dict:
     """Reconstruct from the training frames with semantic ``mode`` and answer one query per
     object; returns per-object scores (3D and held-out 2D), the summary, timings and provenance.
 
     ``queries``: object name -> query text (default: the name itself). ``lqc_path``: a trained
     LQC to reuse (:func:`scene_lqc`); empty = a per-scene LQC fitted in the reconstruction.
+    ``train``: the training frames to reconstruct from instead of the scene's (e.g. with perturbed
+    poses: the scores stay against the scene's true surfaces); ``pose_cfg``: keyframe pose refinement.
     """
     from langx_ros.core.engine import Camera
     from langx_ros.core.query import instance_mask, query_2d
@@ -177,8 +181,8 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = reconstruct(scene.train, semantics, text_encoder, ReconstructConfig(lqc_path=lqc_path), field_cfg, lqc_cfg,
-                      qcfg.canonical_phrases, device=dev, reg_cfg=reg_cfg)
+    res = reconstruct(train or scene.train, semantics, text_encoder, ReconstructConfig(lqc_path=lqc_path), field_cfg, lqc_cfg,
+                      qcfg.canonical_phrases, device=dev, reg_cfg=reg_cfg, pose_cfg=pose_cfg)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0

@@ -23,12 +23,15 @@ from langx_ros.core.field.model import LanguageField
 from langx_ros.core.field.registration import Registration, RegistrationConfig, RegistrationView, register, registered_codes
 from langx_ros.core.field.train import Cancelled, FieldConfig, TrainView, activated, train_field
 from langx_ros.core.frames import Frame, FrameError, backproject, normals_from_depth, validate_frame
+from langx_ros.core.pose_refine import PoseRefineConfig, refine_poses
+from langx_ros.core.pose_refine import summary as pose_summary
 from langx_ros.core.lqc import LQC, LQCConfig, train_lqc
 
 ProgressFn = Callable[[str, float, str], None]  # (stage, stage fraction, detail)
 CancelFn = Callable[[], bool]
 
-STAGES = ("validate", "semantics", "trimap", "lqc", "init", "field", "register")  # "trimap" only when asked for
+# "poses" only with pose_refine.enabled, "trimap" only when asked for
+STAGES = ("validate", "poses", "semantics", "trimap", "lqc", "init", "field", "register")
 
 
 class SemanticSource(Protocol):
@@ -173,6 +176,7 @@ def reconstruct(
     trimap=None,
     normal_estimator=None,
     reg_cfg: RegistrationConfig | None = None,
+    pose_cfg: PoseRefineConfig | None = None,
 ) -> ReconstructResult:
     """Build a LanguageField from posed RGB-D frames.
 
@@ -184,7 +188,9 @@ def reconstruct(
     frame's normal condition is neutral grey, and the provenance says so). ``reg_cfg``: how
     Gaussians get their codes (registration, semantic training or both; see
     core/field/registration.py); every mode ends with a registration pass that marks the
-    Gaussians no view observes.
+    Gaussians no view observes. ``pose_cfg``: with ``enabled``, the key frames' poses are first
+    refined against each other's depth (stage "poses", core/pose_refine.py; the first key frame
+    with depth keeps its pose and anchors the world frame).
 
     Raises:
         FrameError: fewer than ``cfg.min_frames`` frames, or a frame without pose or depth.
@@ -206,10 +212,20 @@ def reconstruct(
     for f in frames:
         if f.pose is None:
             raise FrameError(f"frame {f.frame_id} has no camera pose")
+    timings["validate"] = time.perf_counter() - t
+    pose_note = ""
+    if pose_cfg is not None and pose_cfg.enabled:
+        t = time.perf_counter()
+        report("poses", 0.0, f"refining {len(frames)} key frame poses against their depth")
+        frames, corrections = refine_poses(list(frames), pose_cfg, lambda fr, d: report("poses", fr, d), check_cancel)
+        pose_note = pose_summary(corrections)
+        report("poses", 1.0, pose_note)
+        timings["poses"] = time.perf_counter() - t
+    t = time.perf_counter()
     normals = [None if f.depth is None else normals_from_depth(f.depth, f.K, f.pose) for f in frames]
     levels = list(semantics.levels)
     level_idx = _trimap_levels(trimap[1], levels) if trimap is not None else []
-    timings["validate"] = time.perf_counter() - t
+    timings["validate"] += time.perf_counter() - t
     # every stage is reported as it starts (its first progress may come much later: the field
     # reports every 1% of its iterations)
 
@@ -330,6 +346,7 @@ def reconstruct(
         "lqc": lqc_note,
         "renderer": stats["backend"],
         "geometry": geometry,
+        "poses": f"refined (pose_refine): {pose_note}" if pose_note else "as given (pose_refine.enabled: false)",
         "semantic codes": {"register": "registered (training-free, blending-weighted over the views that see each Gaussian)",
                            "train": "LangScene-X semantic training",
                            "register+train": "registration, then LangScene-X semantic training"}[reg_cfg.mode]
