@@ -127,12 +127,15 @@ def _align(cloud: _Cloud, pose: np.ndarray, tree: cKDTree, tgt: np.ndarray, tgt_
         q, qn = tgt[j], tgt_n[j]
         r = _residuals(p[i], q, qn)
         w = np.minimum(1.0, cfg.huber / np.maximum(np.abs(r), 1e-12))  # Huber weights
-        J = np.concatenate([np.cross(p[i], qn), qn], axis=1)  # d r / d (rotation vector, translation), left perturbation
+        # rotate about the matched points' centroid c, not the world origin (a map origin may lie far
+        # away, which would couple rotation and translation badly): p' = R (p - c) + c + t
+        c = p[i].mean(0)
+        J = np.concatenate([np.cross(p[i] - c, qn), qn], axis=1)  # d r / d (rotation vector, translation)
         H = (J * w[:, None]).T @ J + 1e-9 * np.eye(6)
         x = -np.linalg.solve(H, (J * w[:, None]).T @ r)
         D = np.eye(4)
         D[:3, :3] = Rotation.from_rotvec(x[:3]).as_matrix()
-        D[:3, 3] = x[3:]
+        D[:3, 3] = c - D[:3, :3] @ c + x[3:]
         T = D @ T
         if np.linalg.norm(x[3:]) < 1e-5 and np.linalg.norm(x[:3]) < 1e-5:
             break

@@ -34,6 +34,15 @@ def test_simulated_odometry_error_is_recovered_and_the_anchor_stays(scene):
     assert "5 of 6 keyframe poses refined" in summary(report)
 
 
+def test_a_world_origin_far_from_the_scene_changes_nothing(scene):
+    """A robot's map origin may lie hundreds of metres away: the same scene moved there is refined as well."""
+    far = [dataclasses.replace(f, pose=f.pose + np.pad(np.array([[500.0], [-300.0], [20.0]]), ((0, 1), (3, 0)))) for f in scene.frames]
+    noisy = perturb_poses(far, 0.02, 1.0)
+    out, _ = refine_poses(noisy, PoseRefineConfig(enabled=True, stride=2))
+    after = _errors(far, out)
+    assert np.median(after[:, 0]) < 0.005 and after[:, 1].max() < 0.3, after
+
+
 def test_corrections_beyond_the_limits_or_without_depth_are_refused(scene):
     noisy = perturb_poses(scene.frames, 0.02, 1.0)
     noisy[2] = dataclasses.replace(noisy[2], depth=None)
