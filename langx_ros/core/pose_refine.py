@@ -2,11 +2,11 @@
 
 Poses from wheel odometry or a drifting SLAM disagree by centimetres between keyframes; a field
 cannot fit two copies of one surface, and an object's Gaussians end up split between them.
-Measured (`test/core/test_pose_refine.py`, real frames): poses perturbed by 2 cm / 1 degree (an
-odometry error) raise the median depth disagreement of neighbouring 7-Scenes kitchen keyframes
-from 1.2 to 3.3 cm; refinement brings it back to 1.1 cm. What it cannot fix: the 3DMatch lounge's
+Measured on real frames (20 7-Scenes kitchen keyframes, README): poses perturbed by 2 cm / 1
+degree (an odometry error) raise the median depth disagreement of neighbouring keyframes from
+1.2 to 3.3 cm; refinement brings it to 0.9 cm. What it cannot fix: the 3DMatch lounge's
 frame 000116 disagrees with 000000 by 4 cm (adjacent frames: 1 cm), but aligning it slides it
-24 cm along the scene with a worse photometric match (depth distortion, not pose): the limits
+~20 cm along the scene with a worse photometric match (depth distortion, not pose): the limits
 refuse that correction.
 
 Multi-view point-to-plane ICP: the first keyframe with depth anchors the world frame; the others
@@ -35,6 +35,7 @@ from scipy.spatial.transform import Rotation
 
 from langx_ros.core.config_fields import param
 from langx_ros.core.frames import Frame, normals_from_depth, pixel_rays
+from langx_ros.core.keyframes import rotation_angle_deg
 
 
 @dataclass
@@ -157,9 +158,7 @@ def _disagreement(cloud: _Cloud, pose: np.ndarray, tree: cKDTree, tgt: np.ndarra
 
 def _correction(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(translation m, rotation degrees) between two camera-to-world poses."""
-    D = np.linalg.inv(a) @ b
-    ang = np.degrees(np.arccos(np.clip((np.trace(D[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)))
-    return float(np.linalg.norm(b[:3, 3] - a[:3, 3])), float(ang)
+    return float(np.linalg.norm(b[:3, 3] - a[:3, 3])), rotation_angle_deg(a[:3, :3], b[:3, :3])
 
 
 def refine_poses(frames: list[Frame], cfg: PoseRefineConfig,
@@ -234,13 +233,11 @@ def perturb_poses(frames: list[Frame], translation: float, rotation_deg: float, 
     """Frames whose poses (all but the first) are moved as drifting odometry would: a random
     rotation about the camera centre (normal, ``rotation_deg`` per axis) and a random translation
     (normal, ``translation`` m per axis). For tests and benchmarks."""
-    from scipy.spatial.transform import Rotation as _R
-
     rng = np.random.default_rng(seed)
     out = [frames[0]]
     for f in frames[1:]:
         P = np.asarray(f.pose, np.float64).copy()
-        P[:3, :3] = _R.from_rotvec(np.radians(rotation_deg) * rng.normal(size=3)).as_matrix() @ P[:3, :3]
+        P[:3, :3] = Rotation.from_rotvec(np.radians(rotation_deg) * rng.normal(size=3)).as_matrix() @ P[:3, :3]
         P[:3, 3] = P[:3, 3] + translation * rng.normal(size=3)
         out.append(dataclasses.replace(f, pose=P))
     return out

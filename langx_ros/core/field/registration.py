@@ -244,10 +244,10 @@ def _accumulate(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView]
                 if unit is not None and unit[lvl] is not None:
                     w = w * torch.exp((unit[lvl] @ f_seg[s0:s1].T - 1.0) / cfg.vote_width)
                 agree_v += w.sum(1)
-                evidence[:, lvl] += w.sum(1)
                 share = w / total[:, None].clamp(min=1e-12)  # one vote per view
                 votes[lvl] += share.sum(1)
                 feats[lvl] += share @ f_seg[s0:s1]
+            evidence[:, lvl] += agree_v
             labelled[:, lvl] += raw_v
             agree_views[:, lvl] += ((raw_v > 0) & (agree_v >= 0.5 * raw_v)).float()
     for lvl in range(num_levels):
