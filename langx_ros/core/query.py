@@ -114,39 +114,54 @@ def relevancy_table(field: "LanguageField", text: torch.Tensor, canonical: torch
     return relevancy(feats, text.to(feats.device), canonical.to(feats.device)).reshape(-1, feats.shape[0])
 
 
-# the 13 voxel offsets of one half of a 26-neighbourhood (the other half is their negation)
-_HALF_NEIGHBOURS = [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)]
+# Voxel keys pack (x, y, z) voxel coordinates, offset by 2^20, into 21 bits each: keys sort as
+# (x, y, z) and a neighbouring voxel's key differs by a fixed offset. +-2^20 voxels about the origin
+# (+-63 km at 6 cm) are covered; points beyond are clamped into the outermost voxels.
+_KEY_BITS = 21
+_KEY_OFF = 1 << (_KEY_BITS - 1)
+# the 13 key offsets of one half of a 26-neighbourhood (the other half is their negation)
+_HALF_NEIGHBOURS = np.array([(dx << 2 * _KEY_BITS) + (dy << _KEY_BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
+                             for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)], np.int64)
+# Voxel graphs up to this size are solved on the host (scipy): a few hundred microseconds, against
+# ~60 kernel launches and several synchronisations for the device's label propagation.
+HOST_COMPONENT_VOXELS = 8192
 
 
-def connected_instances(points: torch.Tensor | np.ndarray, radius: float) -> torch.Tensor:
-    """Instance label (M,) per point, computed on the points' device (no host round trip of the
-    points): points fall into voxels of edge ``radius``; voxels that touch (26-neighbourhood)
-    are linked, and instances are the connected components of that voxel graph. Two points
-    closer than ``radius`` always share an instance; points in touching voxels (up to
-    2 * sqrt(3) * radius apart) do too. Labels are 0..I-1, in order of each component's smallest
-    voxel key (deterministic).
+def voxel_keys(points: torch.Tensor, radius: float) -> torch.Tensor:
+    """(M,) int64 key of each point's voxel of edge ``radius`` (see ``_KEY_BITS``), on the points' device."""
+    v = torch.floor(points.double() / radius).long().clamp(-_KEY_OFF + 1, _KEY_OFF - 2) + _KEY_OFF
+    return (v[:, 0] << 2 * _KEY_BITS) + (v[:, 1] << _KEY_BITS) + v[:, 2]
 
-    On a GPU the cost is kernel launches and synchronisations, not arithmetic: one sync for the
-    voxel count, one per three rounds of label propagation (a few for any object), none else.
-    """
-    pts = torch.as_tensor(points)
-    dev = pts.device
-    if pts.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=dev)
-    vox = torch.floor(pts.double() / radius).long()
-    vox = vox - vox.min(0).values + 1  # >= 1, so a neighbour offset of -1 stays >= 0
-    span = vox.max(0).values + 2
-    key = (vox[:, 0] * span[1] + vox[:, 1]) * span[2] + vox[:, 2]
-    uniq, inv = torch.unique(key, return_inverse=True)  # sorted voxel keys (the one sync for the count)
+
+def _components_host(uniq: np.ndarray) -> np.ndarray:
+    """Connected components (nv,) of the touching-voxel graph of sorted unique keys, numbered in
+    order of each component's smallest key (scipy labels components in node order)."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
     nv = uniq.shape[0]
-    d = torch.tensor(_HALF_NEIGHBOURS, device=dev)
-    offs = (d[:, 0] * span[1] + d[:, 1]) * span[2] + d[:, 2]  # (13,) key offsets, on the device
+    nk = uniq[:, None] + _HALF_NEIGHBOURS[None, :]  # (nv, 13): rows are sources, so edges come out grouped
+    pos = np.minimum(np.searchsorted(uniq, nk), nv - 1)
+    hit = uniq[pos] == nk
+    indptr = np.zeros(nv + 1, np.int64)
+    np.cumsum(hit.sum(1), out=indptr[1:])
+    dst = pos[hit]
+    graph = csr_matrix((np.ones(dst.shape[0]), dst, indptr), shape=(nv, nv))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _components_device(uniq: torch.Tensor) -> torch.Tensor:
+    """As :func:`_components_host`, on the keys' device: min-label propagation with pointer
+    jumping over the voxel graph (no compaction; one synchronisation per three rounds)."""
+    dev = uniq.device
+    nv = uniq.shape[0]
+    offs = torch.as_tensor(_HALF_NEIGHBOURS, device=dev)
     nk = (uniq[None, :] + offs[:, None]).reshape(-1)  # all 13 neighbour keys of every voxel at once
     pos = torch.searchsorted(uniq, nk).clamp(max=nv - 1)
     src = torch.arange(nv, device=dev).repeat(offs.shape[0])
     dst = torch.where(uniq[pos] == nk, pos, src)  # a missing neighbour is a self-loop (no compaction, no sync)
     labels = torch.arange(nv, device=dev)
-    while True:  # min-label propagation with pointer jumping; converged when a round changes nothing
+    while True:  # converged when a round changes nothing
         before = labels
         for _ in range(3):  # a few rounds between (synchronising) convergence checks
             m = torch.minimum(labels[src], labels[dst])
@@ -156,8 +171,41 @@ def connected_instances(points: torch.Tensor | np.ndarray, radius: float) -> tor
         if torch.equal(labels, before):
             break
     roots = labels == torch.arange(nv, device=dev)  # every component's smallest voxel is its root
-    comp = torch.cumsum(roots, 0) - 1  # components numbered by their root's key
-    return comp[labels][inv]
+    return (torch.cumsum(roots, 0) - 1)[labels]
+
+
+def voxel_components(uniq: torch.Tensor, host_max: int = HOST_COMPONENT_VOXELS) -> tuple[torch.Tensor, int]:
+    """Component of every voxel (sorted unique :func:`voxel_keys`; touching voxels, 26-neighbourhood,
+    are linked), on the keys' device, numbered 0..I-1 in order of each component's smallest key;
+    and I. Small graphs go to the host (scipy), large ones stay on the device; both give the same
+    numbering."""
+    nv = int(uniq.shape[0])
+    if nv == 0:
+        return torch.zeros(0, dtype=torch.long, device=uniq.device), 0
+    if nv <= host_max:
+        comp = _components_host(uniq.cpu().numpy())
+        return torch.from_numpy(comp).to(uniq.device), int(comp.max()) + 1
+    comp = _components_device(uniq)
+    return comp, int(comp.max()) + 1
+
+
+def connected_instances(points: torch.Tensor | np.ndarray, radius: float, host_max: int = HOST_COMPONENT_VOXELS) -> torch.Tensor:
+    """Instance label (M,) per point, on the points' device: points fall into voxels of edge
+    ``radius``; voxels that touch (26-neighbourhood) are linked, and instances are the connected
+    components of that voxel graph (:func:`voxel_components`). Two points closer than ``radius``
+    always share an instance; points in touching voxels (up to 2 * sqrt(3) * radius apart) do too.
+    Labels are 0..I-1, in order of each component's smallest voxel key (deterministic).
+
+    The per-point work (voxel keys, the unique voxels, the labels) stays on the points' device;
+    only the voxel graph, a few hundred to thousand keys for one object, goes to the host when it
+    is small (``host_max``), because there it costs less than the device's launches.
+    """
+    pts = torch.as_tensor(points)
+    if pts.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=pts.device)
+    uniq, inv = torch.unique(voxel_keys(pts, radius), return_inverse=True)
+    comp, _ = voxel_components(uniq, host_max)
+    return comp[inv]
 
 
 @dataclass
@@ -231,13 +279,17 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
     (or "no match"); every other instance that passes is offered in ``alternatives``.
 
     Selection as in :func:`select_candidates`; instances are :func:`connected_instances` of the
-    selected centres (cluster_radius), computed on the field's device; instances smaller than
-    ``min_instance_points`` are noise. An instance's evidence is the sum over its Gaussians of
-    relevancy times observed weight (the registration's blending weight at the answering level),
-    so a large, well-seen, relevant object beats a few stray Gaussians of high relevancy (which
-    objects are relevant enough at all is the logit cutoff's decision); the rank weighs that
-    evidence by the odds of the instance's mean relevancy (:func:`_rank_instances`).
-    Each point carries its Gaussian's surface normal.
+    selected centres (cluster_radius); instances smaller than ``min_instance_points`` are noise.
+    An instance's evidence is the sum over its Gaussians of relevancy times observed weight (the
+    registration's blending weight at the answering level), so a large, well-seen, relevant
+    object beats a few stray Gaussians of high relevancy (which objects are relevant enough at
+    all is the logit cutoff's decision); the rank weighs that evidence by the odds of the
+    instance's mean relevancy (:func:`_rank_instances`). Each point carries its Gaussian's
+    surface normal.
+
+    Per query the work over the selected Gaussians stays on the field's device: voxel keys, their
+    unique voxels, per-instance sums (one (I, C) reduction); the host gets the voxel graph when it
+    is small, the (I, C) sums, and the returned points in one transfer.
     """
     radius = cfg.cluster_radius if cfg.cluster_radius > 0 else max(3.0 * field.point_spacing(), cfg.min_cluster_radius)
     means = field.params["means"].detach()
@@ -247,29 +299,45 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
         if c.ids.numel() == 0:
             out.append(_no_match(q, c.peak, threshold, level, f"no match above threshold {threshold:.2f} (best {c.peak:.2f})"))
             continue
-        labels = connected_instances(means[c.ids], radius)
-        sizes = torch.zeros(c.ids.shape[0], dtype=torch.long, device=labels.device).index_add_(0, labels, torch.ones_like(labels))
-        w = field.evidence[c.ids, c.level] if field.evidence is not None else torch.ones_like(c.relevancy)
-        per = [None if t is None else t[c.ids, c.level] for t in (field.labelled, field.agree_views)]
-        order, mass = _rank_instances(labels, sizes, c.relevancy, w.double(), cfg, *per)
-        top = order[: cfg.max_instances]
-        *mass_h, n_all = torch.cat([mass[top], (mass >= 0).sum()[None].double()]).cpu().tolist()  # one synchronisation
-        n_ok = sum(m >= 0 for m in mass_h)
+        uniq, inv = torch.unique(voxel_keys(means[c.ids], radius), return_inverse=True)
+        comp, n_inst = voxel_components(uniq)
+        labels = comp[inv]  # (S,) instance of every candidate
+        cols, names = _evidence_columns(field, c, cfg)
+        agg = torch.zeros(n_inst, cols.shape[1], dtype=torch.float64, device=cols.device).index_add_(0, labels, cols)
+        sums = dict(zip(names, agg.cpu().numpy().T))  # one synchronisation: (I, C) sums
+        order, mass = _rank_instances(sums, cfg)
+        n_ok = int((mass >= 0).sum())
         if n_ok == 0:
             out.append(_no_match(q, c.peak, threshold, level,
                                  f"only {int(c.ids.numel())} scattered Gaussians above {c.cutoff:.2f} (no group of >= {cfg.min_instance_points})"))
             continue
-        insts = _instances(field, q, threshold, level, c, labels, top[:n_ok], mass_h[:n_ok], int(n_all), cfg)
+        top = order[: min(cfg.max_instances, n_ok)]  # passing instances rank before the others
+        insts = _instances(field, q, threshold, level, c, labels, n_inst, top, sums["n"][top].astype(np.int64),
+                           mass[top].tolist(), n_ok, cfg)
         insts[0].alternatives = insts[1:]
         out.append(insts[0])
     return out
 
 
-def _rank_instances(labels: torch.Tensor, sizes: torch.Tensor, relevancy: torch.Tensor, weight: torch.Tensor,
-                    cfg: QueryConfig, labelled: torch.Tensor | None = None,
-                    agree_views: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Order of the instance slots (as many as ``sizes``), best first, and their evidence, -1 for
-    groups smaller than ``min_instance_points`` (and for empty slots).
+def _evidence_columns(field: "LanguageField", c: Candidates, cfg: QueryConfig) -> tuple[torch.Tensor, list[str]]:
+    """(S, C) float64 per-candidate terms whose per-instance sums :func:`_rank_instances` needs,
+    and their names: n (1), mass (relevancy x observed weight), w (the weight), logit (relevancy
+    logit x weight), and where the rank uses them and the field has them, labelled (the labelled
+    weight) and views (agreeing views x weight)."""
+    rel = c.relevancy.double()
+    w = field.evidence[c.ids, c.level].double() if field.evidence is not None else torch.ones_like(rel)
+    cols = {"n": torch.ones_like(rel), "mass": rel * w, "w": w, "logit": relevancy_logit(rel) * w}
+    if cfg.instance_consensus_weight > 0 and field.labelled is not None:
+        cols["labelled"] = field.labelled[c.ids, c.level].double()
+    if cfg.instance_views_weight > 0 and field.agree_views is not None:
+        cols["views"] = field.agree_views[c.ids, c.level].double() * w
+    return torch.stack(list(cols.values()), 1), list(cols)
+
+
+def _rank_instances(sums: dict[str, np.ndarray], cfg: QueryConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Order of the instances, best first, and their evidence, -1 for groups smaller than
+    ``min_instance_points`` (those rank last). ``sums``: per-instance sums of the
+    :func:`_evidence_columns` (host arrays of length I).
 
     Evidence = sum of relevancy x observed weight. The rank is by evidence x exp(w x m), m the
     instance's weighted mean relevancy logit and w = ``instance_match_weight`` (for w = 1:
@@ -279,34 +347,28 @@ def _rank_instances(labels: torch.Tensor, sizes: torch.Tensor, relevancy: torch.
     the kitchen) is worth 9x the evidence. ``instance_density_weight`` d > 0 multiplies by
     (evidence per Gaussian)^d as well. Ties keep the instances' order (stable sort).
 
-    With the registration's per-Gaussian ``labelled`` weight and ``agree_views`` count,
+    With the registration's per-Gaussian labelled weight and agreeing views,
     ``instance_consensus_weight`` c multiplies by (sum weight / sum labelled)^c, the agreeing
     share of what the views saw there, and ``instance_views_weight`` v by the weight-averaged
     agreeing views^v (each term off at 0, or when the field lacks it).
     """
-    n = sizes.shape[0]
-    zeros = torch.zeros(n, device=labels.device, dtype=torch.float64)
-    mass = zeros.index_add(0, labels, relevancy.double() * weight)
-    valid = sizes >= max(1, cfg.min_instance_points)
-    mass = torch.where(valid, mass, torch.full_like(mass, -1.0))
-    use_consensus = cfg.instance_consensus_weight > 0 and labelled is not None
-    use_views = cfg.instance_views_weight > 0 and agree_views is not None
-    if cfg.instance_match_weight <= 0 and cfg.instance_density_weight <= 0 and not (use_consensus or use_views):
-        return torch.sort(mass, descending=True, stable=True).indices, mass
-    wsum = zeros.index_add(0, labels, weight).clamp(min=1e-12)
-    match = zeros.index_add(0, labels, relevancy_logit(relevancy).double() * weight) / wsum
-    best = torch.where(valid, match, torch.full_like(match, -1e18)).max()
-    key = torch.log(mass.clamp(min=1e-300)) + cfg.instance_match_weight * (match - best)
+    n = sums["n"]
+    valid = n >= max(1, cfg.min_instance_points)
+    mass = np.where(valid, sums["mass"], -1.0)
+    if cfg.instance_match_weight <= 0 and cfg.instance_density_weight <= 0 and not ({"labelled", "views"} & set(sums)):
+        return np.argsort(-mass, kind="stable"), mass
+    wsum = np.maximum(sums["w"], 1e-12)
+    match = sums["logit"] / wsum
+    log_mass = np.log(np.maximum(mass, 1e-300))
+    key = log_mass + cfg.instance_match_weight * (match - match[valid].max(initial=0.0) if valid.any() else match)
     if cfg.instance_density_weight > 0:
-        key = key + cfg.instance_density_weight * torch.log(mass.clamp(min=1e-300) / sizes.double().clamp(min=1.0))
-    if use_consensus:
-        seen = zeros.index_add(0, labels, labelled.double()).clamp(min=1e-12)
-        key = key + cfg.instance_consensus_weight * torch.log((wsum / seen).clamp(1e-12, 1.0))
-    if use_views:
-        views = zeros.index_add(0, labels, agree_views.double() * weight) / wsum
-        key = key + cfg.instance_views_weight * torch.log(views.clamp(min=1e-3))
-    key = torch.where(valid, key, torch.full_like(key, -1e300))
-    return torch.sort(key, descending=True, stable=True).indices, mass
+        key = key + cfg.instance_density_weight * (log_mass - np.log(np.maximum(n, 1.0)))
+    if "labelled" in sums:
+        key = key + cfg.instance_consensus_weight * np.log(np.clip(wsum / np.maximum(sums["labelled"], 1e-12), 1e-12, 1.0))
+    if "views" in sums:
+        key = key + cfg.instance_views_weight * np.log(np.maximum(sums["views"] / wsum, 1e-3))
+    key = np.where(valid, key, -np.inf)
+    return np.argsort(-key, kind="stable"), mass
 
 
 def _subsample_key(gid: torch.Tensor) -> torch.Tensor:
@@ -316,25 +378,30 @@ def _subsample_key(gid: torch.Tensor) -> torch.Tensor:
 
 
 def _instances(field: "LanguageField", q: str, threshold: float, level: str, c: Candidates, labels: torch.Tensor,
-               top: torch.Tensor, evidence: list[float], n_inst: int, cfg: QueryConfig) -> list[Match3D]:
-    """The instances ``top`` (label ids, best first) of a selection as Match3Ds, each subsampled to
-    ``max_points`` (uniformly, by :func:`_subsample_key`), gathered and copied to the host at once."""
-    k = top.shape[0]
-    rank_of = torch.full((labels.shape[0],), k, dtype=torch.long, device=labels.device)
-    rank_of[top] = torch.arange(k, device=labels.device)
-    r = rank_of[labels]  # (S,) rank of each candidate's instance, k = not returned
-    gid_all = c.ids
-    order = torch.argsort(r.double() + _subsample_key(gid_all))  # by instance, then by the fixed random key
-    r_sorted = r[order]
-    start = torch.searchsorted(r_sorted, torch.arange(k + 1, device=r.device))
-    pos = torch.arange(r_sorted.shape[0], device=r.device) - start[r_sorted.clamp(max=k)]
-    sel = order[(r_sorted < k) & (pos < cfg.max_points)]  # sync: the number of returned points
-    gid = gid_all[sel]
-    col = (torch.sigmoid(field.params["colors"].detach()[gid]).clamp(0, 1) * 255 + 0.5).floor()
-    packed = torch.cat([field.params["means"].detach()[gid], col, field.surface_normals()[gid],
-                        c.relevancy[sel, None], gid[:, None], r[sel, None]], 1).double().cpu().numpy()  # one transfer
+               n_labels: int, top: np.ndarray, sizes: np.ndarray, evidence: list[float], n_inst: int,
+               cfg: QueryConfig) -> list[Match3D]:
+    """The instances ``top`` (of the ``n_labels`` in ``labels``, best first; ``sizes`` their Gaussian
+    counts; ``n_inst`` of them pass) of a
+    selection as Match3Ds, each subsampled to ``max_points`` (uniformly, by :func:`_subsample_key`),
+    gathered and copied to the host at once."""
+    k = len(top)
+    dev = labels.device
+    rank_of = np.full(n_labels, k, np.int64)  # k = not returned
+    rank_of[top] = np.arange(k)
+    r = torch.from_numpy(rank_of).to(dev)[labels]  # (S,) rank of each candidate's instance
+    counts = np.minimum(sizes, cfg.max_points)
+    order = torch.argsort(r.double() + _subsample_key(c.ids))  # by instance rank, then by the fixed random key
+    if (sizes > cfg.max_points).any():  # drop each instance's points beyond max_points, keeping the order
+        start = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)])).to(dev)
+        r_sorted = r[order]
+        keep = (r_sorted < k) & (torch.arange(order.shape[0], device=dev) - start[r_sorted] < cfg.max_points)
+        order = order[torch.argsort(keep.logical_not().to(torch.int32), stable=True)]
+    sel = order[: int(counts.sum())]
+    gid = c.ids[sel]
+    packed = torch.cat([field.answer_table()[gid].double(), c.relevancy[sel, None].double(), gid[:, None].double()],
+                       1).cpu().numpy()  # one transfer
     out = []
-    bounds = np.searchsorted(packed[:, 11], np.arange(k + 1))
+    bounds = np.concatenate([[0], np.cumsum(counts)])
     for rank in range(k):
         p = packed[bounds[rank]: bounds[rank + 1]]
         p = p[np.argsort(p[:, 10], kind="stable")]  # by Gaussian id

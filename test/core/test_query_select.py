@@ -35,6 +35,25 @@ def test_connected_instances_links_every_close_pair_and_follows_long_chains():
     assert labels.min() == 0 and labels.max() == len(set(labels.tolist())) - 1
 
 
+def test_host_and_device_voxel_components_number_the_same_way():
+    """Small voxel graphs are solved on the host (scipy), large ones on the device (label
+    propagation): both must give the same labels, numbered by each component's smallest voxel,
+    also for negative coordinates and far from the origin."""
+    import torch
+
+    rng = np.random.default_rng(2)
+    clouds = [rng.uniform(-3, 3, (3000, 3)), rng.normal(0, 0.3, (2000, 3)) + [-7e3, 4e3, -2.0],
+              np.concatenate([np.c_[np.linspace(-2, 2, 500), np.zeros(500), np.zeros(500)], rng.normal(5, 0.5, (500, 3))])]
+    for pts in clouds:
+        host = connected_instances(torch.as_tensor(pts), 0.12, host_max=10**9).numpy()
+        dev = connected_instances(torch.as_tensor(pts), 0.12, host_max=0).numpy()
+        assert len(set(host.tolist())) > 1
+        assert np.array_equal(host, dev)
+        key = np.floor(pts / 0.12).astype(np.int64)
+        smallest = [min(map(tuple, key[host == i])) for i in range(host.max() + 1)]
+        assert smallest == sorted(smallest)  # components numbered by their smallest (x, y, z) voxel
+
+
 def _field_with(means, evidence, normals=None):
     import torch
 

@@ -41,6 +41,7 @@ class LanguageField:
     _codebook_features: torch.Tensor | None = field(default=None, repr=False)
     _spacing: float | None = field(default=None, repr=False)
     _selectable: dict = field(default_factory=dict, repr=False)
+    _answer_table: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -97,6 +98,17 @@ class LanguageField:
         return gaussian_normals(self.params["quats"].detach(), torch.exp(self.params["scales"].detach()))
 
     @torch.no_grad()
+    def answer_table(self) -> torch.Tensor:
+        """(N, 9) float32 what an answer's points carry, per Gaussian (cached): centre, colour
+        (0..255, the sigmoid of the colour parameters rounded), unit surface normal; one gather
+        per answer instead of three."""
+        if self._answer_table is None or self._answer_table.shape[0] != self.num_gaussians:
+            col = (torch.sigmoid(self.params["colors"].detach()).clamp(0, 1) * 255 + 0.5).floor()
+            self._answer_table = torch.cat([self.params["means"].detach().float(), col.float(),
+                                            self.surface_normals().float()], 1)
+        return self._answer_table
+
+    @torch.no_grad()
     def codes(self) -> torch.Tensor:
         """(N, L, D) semantic codes."""
         return self.params["sem"].detach().reshape(self.num_gaussians, len(self.levels), self.code_dim)
@@ -121,7 +133,7 @@ class LanguageField:
 
     @torch.no_grad()
     def colors_uint8(self) -> np.ndarray:
-        return (torch.sigmoid(self.params["colors"].detach()).clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+        return self.answer_table()[:, 3:6].to(torch.uint8).cpu().numpy()
 
     @torch.no_grad()
     def point_spacing(self) -> float:
