@@ -108,19 +108,26 @@ def main() -> None:
             sel_ms = time_ms(lambda: select_candidates(field, text, canon, cfg.threshold, cfg), dev)
             cands = select_candidates(field, text, canon, cfg.threshold, cfg)[0]
             sel = field.params["means"][cands.ids]
-            clus_ms = time_ms(lambda: connected_instances(sel, 3.0 * field.point_spacing()), dev, warmup=1, repeat=5)
+            radius = max(3.0 * field.point_spacing(), cfg.min_cluster_radius)
+            clus_ms = time_ms(lambda: connected_instances(sel, radius), dev, warmup=1, repeat=5)
+            clus_dev_ms = time_ms(lambda: connected_instances(sel, radius, host_max=0), dev, warmup=1, repeat=5)
+            clus_host_ms = time_ms(lambda: connected_instances(sel, radius, host_max=10**9), dev, warmup=1, repeat=5)
+            voxels = int(torch.unique(torch.floor(sel / radius), dim=0).shape[0])
             pts = sel.cpu().numpy()
-            host_ms = time_ms(lambda: host_components(pts, 3.0 * field.point_spacing()), "cpu", warmup=1, repeat=5)
+            host_ms = time_ms(lambda: host_components(pts, radius), "cpu", warmup=1, repeat=5)
             full_ms = time_ms(lambda: select_3d(field, ["q"], text, canon, cfg.threshold, cfg), dev, warmup=1, repeat=5)
             m = select_3d(field, ["q"], text, canon, cfg.threshold, cfg)[0]
             row = {"device": dev, "gaussians": n, "code_index_once_ms": t_index, "select_ms": sel_ms,
-                   "selected": int(cands.ids.numel()), "instances_ms": clus_ms, "instances_host_scipy_ms_before": host_ms,
+                   "selected": int(cands.ids.numel()), "voxels": voxels, "instances_ms": clus_ms,
+                   "instances_voxel_graph_on_device_ms": clus_dev_ms, "instances_voxel_graph_on_host_ms": clus_host_ms,
+                   "instances_host_scipy_ms_before": host_ms,
                    "select_3d_total_ms": full_ms,
                    "returned_points": int(len(m.points))}
             rows.append(row)
             if a.profile and n == max(a.sizes):
                 profile_select_3d(field, text, canon, cfg, dev)
             print(f"{dev:5s} N={n:>9,d}: selection {sel_ms:8.3f} ms ({row['selected']} selected), instances {clus_ms:8.2f} ms "
+                  f"({voxels} voxels; voxel graph on the device {clus_dev_ms:.2f} ms, on the host {clus_host_ms:.2f} ms) "
                   f"(host scipy, before: {host_ms:8.2f} ms), select_3d total {full_ms:8.2f} ms; code index once {t_index:8.1f} ms")
     # 2D at 640x480: relevancy + LangSplat mask from rendered codes (rendering reported apart)
     maps = []

@@ -27,3 +27,23 @@ def resolve_device(name: str) -> torch.device:
     if dev.type != "cpu":
         raise ValueError(f"unsupported device '{name}' (use auto, cpu, cuda or cuda:N)")
     return dev
+
+
+def to_host(*tensors: torch.Tensor) -> list:
+    """The tensors as host numpy arrays, with one wait: on CUDA every copy is queued (non-blocking,
+    into pinned memory) and the stream is synchronised once, instead of once per copy."""
+    cuda = [t for t in tensors if t.device.type == "cuda"]
+    if not cuda:
+        return [t.numpy() for t in tensors]
+    host = [t.to("cpu", non_blocking=True) if t.device.type == "cuda" else t for t in tensors]
+    torch.cuda.current_stream(cuda[0].device).synchronize()
+    return [h.numpy() for h in host]
+
+
+def to_device(array, device: torch.device) -> torch.Tensor:
+    """A host numpy array on ``device`` without waiting for the device: on CUDA from pinned memory,
+    non-blocking (a copy from pageable memory would synchronise the stream first)."""
+    t = torch.from_numpy(array)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

@@ -11,6 +11,7 @@ import torch
 
 from langx_ros.core.boxes import OrientedBox, oriented_box
 from langx_ros.core.config import QueryConfig
+from langx_ros.core.device import to_device, to_host
 
 if TYPE_CHECKING:
     from langx_ros.core.field.model import LanguageField
@@ -106,12 +107,27 @@ class Match3D:
         return self._obb
 
 
+# relevancies are clamped to [1e-6, 1 - 1e-6] before their logit is used (+-13.8)
+LOGIT_CLAMP = math.log((1 - 1e-6) / 1e-6)
+
+
+def logit_table(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
+    """(Q, K) relevancy logit of every codebook entry for every query (``relevancy_logits``,
+    clamped to +-LOGIT_CLAMP).
+
+    LangSplat's relevancy is min over canonical phrases of softmax(10 [f.q, f.c]) =
+    sigmoid(10 (f.q - max_c f.c)): it saturates near 1 for every feature merely related to the
+    query (with label embeddings, "sofa" scores 0.97 for "wooden shelf" and the shelf 0.9999).
+    The logit undoes the saturation: it is 10 x the margin over the canonical phrases."""
+    from langx_ros.core.relevancy import relevancy_logits
+
+    feats = field.codebook_features()  # unit length
+    return relevancy_logits(feats, text.to(feats.device), canonical.to(feats.device), normalised=True).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+
+
 def relevancy_table(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
     """(Q, K) relevancy of every codebook entry to every query."""
-    from langx_ros.core.relevancy import relevancy
-
-    feats = field.codebook_features()
-    return relevancy(feats, text.to(feats.device), canonical.to(feats.device)).reshape(-1, feats.shape[0])
+    return torch.sigmoid(logit_table(field, text, canonical))
 
 
 # Voxel keys pack (x, y, z) voxel coordinates, offset by 2^20, into 21 bits each: keys sort as
@@ -184,7 +200,7 @@ def voxel_components(uniq: torch.Tensor, host_max: int = HOST_COMPONENT_VOXELS) 
         return torch.zeros(0, dtype=torch.long, device=uniq.device), 0
     if nv <= host_max:
         comp = _components_host(uniq.cpu().numpy())
-        return torch.from_numpy(comp).to(uniq.device), int(comp.max()) + 1
+        return to_device(comp, uniq.device), int(comp.max()) + 1
     comp = _components_device(uniq)
     return comp, int(comp.max()) + 1
 
@@ -217,17 +233,7 @@ class Candidates:
     cutoff: float  # relevancy a Gaussian needed to be selected
     ids: torch.Tensor  # (S,) selected Gaussian indices
     relevancy: torch.Tensor  # (S,) their relevancy
-
-
-def relevancy_logit(rel: torch.Tensor) -> torch.Tensor:
-    """log(r / (1 - r)) of relevancies r (clamped to [1e-6, 1 - 1e-6]).
-
-    LangSplat's relevancy is min over canonical phrases of softmax(10 [f.q, f.c]) =
-    sigmoid(10 (f.q - max_c f.c)): it saturates near 1 for every feature merely related to the
-    query (with label embeddings, "sofa" scores 0.97 for "wooden shelf" and the shelf 0.9999).
-    The logit undoes the saturation: it is 10 x the margin over the canonical phrases."""
-    r = rel.clamp(1e-6, 1 - 1e-6)
-    return torch.log(r) - torch.log1p(-r)
+    logit: torch.Tensor  # (S,) its logit (see logit_table)
 
 
 def select_candidates(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor, threshold: float,
@@ -236,40 +242,38 @@ def select_candidates(field: "LanguageField", text: torch.Tensor, canonical: tor
 
     Only selectable Gaussians (opaque enough and observed: ``LanguageField.selectable``) count.
     Level choice: the level whose highest relevancy among them is largest. Selection:
-    relevancy >= threshold, and a relevancy logit (:func:`relevancy_logit`) >= lo +
+    relevancy >= threshold, and a relevancy logit (:func:`logit_table`) >= lo +
     relative_cutoff * (hi - lo) over the selectable Gaussians (LangSplat's normalise-and-cut
     rule, applied to logits because the relevancy saturates). An empty ``ids`` means none
     reached the threshold.
 
-    A Gaussian's relevancy is that of its codebook entry, so the statistics (peak, lo, hi) are
-    taken over the K entries that selectable Gaussians use, and the cut is a (K,) table of
-    passing entries: the only work over all N Gaussians is one gather per query.
+    A Gaussian's relevancy is that of its codebook entry, so the statistics (hi, lo) are taken
+    over the K entries that selectable Gaussians use, and the cut is a (K,) table of passing
+    entries: the only work over all N Gaussians is one gather per query.
     """
-    table = relevancy_table(field, text, canonical)  # (Q, K)
-    logit = relevancy_logit(table)
-    ok, present = field.selectable(cfg.min_opacity, table.shape[1])  # (N, L), (L, K)
-    dev = table.device
-    peaks = torch.where(present[None], table[:, None, :], torch.tensor(-1.0, device=dev)).max(dim=2).values  # (Q, L)
-    big = torch.tensor(1e9, device=dev)
-    hi = torch.where(present[None], logit[:, None, :], -big).max(dim=2).values
-    lo = torch.where(present[None], logit[:, None, :], big).min(dim=2).values
-    levels = hi.argmax(dim=1)  # the level with the highest peak (the logit is monotonic)
-    cut = lo + cfg.relative_cutoff * (hi - lo)
-    rows = torch.arange(table.shape[0], device=dev)
-    stats = torch.stack([peaks[rows, levels].double(), cut[rows, levels].double(), levels.double()], 1).cpu().tolist()  # one sync
+    logit = logit_table(field, text, canonical)  # (Q, K)
+    ok, present = field.selectable(cfg.min_opacity, logit.shape[1])  # (N, L), (L, K)
+    hi = torch.where(present[None], logit[:, None, :], -2 * LOGIT_CLAMP).max(dim=2).values  # (Q, L)
+    lo = torch.where(present[None], logit[:, None, :], 2 * LOGIT_CLAMP).min(dim=2).values
+    levels = hi.argmax(dim=1)  # the level with the highest peak
+    rows = torch.arange(logit.shape[0], device=logit.device)
+    hi_q, lo_q = hi[rows, levels], lo[rows, levels]
+    stats = torch.stack([hi_q, lo_q + cfg.relative_cutoff * (hi_q - lo_q), levels.float()], 1).cpu().tolist()  # one sync
     idx = field.code_index()
+    thr_logit = math.log(threshold / (1 - threshold)) if threshold < 1 else math.inf
     out = []
-    for qi, (best, cut_q, lvl_f) in enumerate(stats):
+    for qi, (hi_l, cut_q, lvl_f) in enumerate(stats):
         lvl = int(lvl_f)
+        best = 1.0 / (1.0 + math.exp(-hi_l)) if hi_l >= -LOGIT_CLAMP else 0.0  # no selectable Gaussian: 0
         if best < threshold:
-            e = torch.empty(0, dtype=torch.long, device=dev)
-            out.append(Candidates(lvl, best, threshold, e, e.float()))
+            e = torch.empty(0, dtype=torch.long, device=logit.device)
+            out.append(Candidates(lvl, best, threshold, e, e.float(), e.float()))
             continue
-        passing = (table[qi] >= threshold) & (logit[qi] >= cut_q)  # (K,) entries that pass
+        passing = logit[qi] >= max(cut_q, thr_logit)  # (K,) entries that pass
         codes = idx[:, lvl]
         ids = torch.nonzero(passing[codes] & ok[:, lvl]).squeeze(1)
-        cutoff = max(threshold, 1.0 / (1.0 + math.exp(-cut_q)) if abs(cut_q) < 700 else float(cut_q > 0))
-        out.append(Candidates(lvl, best, cutoff, ids, table[qi, codes[ids]]))
+        lg = logit[qi][codes[ids]]
+        out.append(Candidates(lvl, best, max(threshold, 1.0 / (1.0 + math.exp(-cut_q))), ids, torch.sigmoid(lg), lg))
     return out
 
 
@@ -324,14 +328,14 @@ def _evidence_columns(field: "LanguageField", c: Candidates, cfg: QueryConfig) -
     and their names: n (1), mass (relevancy x observed weight), w (the weight), logit (relevancy
     logit x weight), and where the rank uses them and the field has them, labelled (the labelled
     weight) and views (agreeing views x weight)."""
-    rel = c.relevancy.double()
-    w = field.evidence[c.ids, c.level].double() if field.evidence is not None else torch.ones_like(rel)
-    cols = {"n": torch.ones_like(rel), "mass": rel * w, "w": w, "logit": relevancy_logit(rel) * w}
+    rel = c.relevancy
+    w = field.evidence[:, c.level][c.ids] if field.evidence is not None else torch.ones_like(rel)
+    cols = {"n": torch.ones_like(rel), "mass": rel * w, "w": w, "logit": c.logit * w}
     if cfg.instance_consensus_weight > 0 and field.labelled is not None:
-        cols["labelled"] = field.labelled[c.ids, c.level].double()
+        cols["labelled"] = field.labelled[:, c.level][c.ids]
     if cfg.instance_views_weight > 0 and field.agree_views is not None:
-        cols["views"] = field.agree_views[c.ids, c.level].double() * w
-    return torch.stack(list(cols.values()), 1), list(cols)
+        cols["views"] = field.agree_views[:, c.level][c.ids] * w
+    return torch.stack(list(cols.values()), 1).double(), list(cols)
 
 
 def _rank_instances(sums: dict[str, np.ndarray], cfg: QueryConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -372,9 +376,9 @@ def _rank_instances(sums: dict[str, np.ndarray], cfg: QueryConfig) -> tuple[np.n
 
 
 def _subsample_key(gid: torch.Tensor) -> torch.Tensor:
-    """A fixed pseudo-random key in [0, 1) per Gaussian id (a multiplicative hash): the same
-    Gaussians are kept whenever an instance is subsampled, on any device."""
-    return ((gid * 2654435761) % 4294967296).double() / 4294967296.0
+    """A fixed pseudo-random key in [0, 2^32) per Gaussian id (a multiplicative hash, a bijection
+    of ids mod 2^32): the same Gaussians are kept whenever an instance is subsampled, on any device."""
+    return (gid * 2654435761) % 4294967296
 
 
 def _instances(field: "LanguageField", q: str, threshold: float, level: str, c: Candidates, labels: torch.Tensor,
@@ -388,28 +392,27 @@ def _instances(field: "LanguageField", q: str, threshold: float, level: str, c: 
     dev = labels.device
     rank_of = np.full(n_labels, k, np.int64)  # k = not returned
     rank_of[top] = np.arange(k)
-    r = torch.from_numpy(rank_of).to(dev)[labels]  # (S,) rank of each candidate's instance
+    r = to_device(rank_of, dev)[labels]  # (S,) rank of each candidate's instance
     counts = np.minimum(sizes, cfg.max_points)
-    order = torch.argsort(r.double() + _subsample_key(c.ids))  # by instance rank, then by the fixed random key
+    order = torch.argsort((r << 32) + _subsample_key(c.ids))  # by instance rank, then by the fixed random key
     if (sizes > cfg.max_points).any():  # drop each instance's points beyond max_points, keeping the order
-        start = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)])).to(dev)
+        start = to_device(np.concatenate([[0], np.cumsum(sizes)]), dev)
         r_sorted = r[order]
         keep = (r_sorted < k) & (torch.arange(order.shape[0], device=dev) - start[r_sorted] < cfg.max_points)
         order = order[torch.argsort(keep.logical_not().to(torch.int32), stable=True)]
     sel = order[: int(counts.sum())]
     gid = c.ids[sel]
-    packed = torch.cat([field.answer_table()[gid].double(), c.relevancy[sel, None].double(), gid[:, None].double()],
-                       1).cpu().numpy()  # one transfer
+    rows, gid = to_host(torch.cat([field.answer_table()[gid], c.relevancy[sel, None]], 1), gid)  # one wait
     out = []
     bounds = np.concatenate([[0], np.cumsum(counts)])
     for rank in range(k):
-        p = packed[bounds[rank]: bounds[rank + 1]]
-        p = p[np.argsort(p[:, 10], kind="stable")]  # by Gaussian id
-        rv = p[:, 9].astype(np.float32)
-        out.append(Match3D(q, True, float(rv.max()), threshold, level, n_inst, p[:, 0:3].astype(np.float32),
-                           p[:, 3:6].astype(np.uint8), rv, p[:, 10].astype(np.int64),
+        o = bounds[rank] + np.argsort(gid[bounds[rank]: bounds[rank + 1]])  # by Gaussian id
+        p = rows[o]
+        rv = p[:, 9]
+        out.append(Match3D(q, True, float(rv.max()), threshold, level, n_inst, p[:, 0:3].copy(),
+                           p[:, 3:6].astype(np.uint8), rv.copy(), gid[o],
                            f"level {level}; instance {rank + 1} of {n_inst}; {len(p)} points; evidence {evidence[rank]:.1f}",
-                           normals=p[:, 6:9].astype(np.float32), rank=rank, evidence=evidence[rank]))
+                           normals=p[:, 6:9].copy(), rank=rank, evidence=evidence[rank]))
     return out
 
 

@@ -76,7 +76,9 @@ def _patch_relevancy(monkeypatch, rel):
     from langx_ros.core.field.model import LanguageField
 
     monkeypatch.setattr(LanguageField, "code_index", lambda self: torch.arange(self.num_gaussians)[:, None])
-    monkeypatch.setattr(q, "relevancy_table", lambda field, text, canon: torch.tensor(rel, dtype=torch.float32)[None])
+    r = torch.tensor(rel, dtype=torch.float64)
+    logits = (torch.log(r) - torch.log1p(-r)).float()[None]
+    monkeypatch.setattr(q, "logit_table", lambda field, text, canon: logits)
 
 
 def _cluster(center, n, seed):
