@@ -142,9 +142,9 @@ _HALF_NEIGHBOURS = np.array([(dx << 2 * _KEY_BITS) + (dy << _KEY_BITS) + dz for 
 _NEIGHBOURS = np.array([(dx << 2 * _KEY_BITS) + (dy << _KEY_BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
                         for dz in (-1, 0, 1)], np.int64)
 # Voxel graphs up to this size are solved on the host (scipy), larger ones on the device. Measured
-# on one H100 (bench/query.py): host 1.2 ms at 229 voxels, 3.2 ms at 2066; device ~2 ms at any size
-# (launch-bound) before its rounds were cut to four kernels.
-HOST_COMPONENT_VOXELS = 1024
+# on one H100 (bench/query.py, flat patches): host 1.0 ms at 57-229 voxels, 3.9 ms at 918, 6.3 ms at
+# 8264; device 1.3 ms at 57-229 voxels, 1.5-1.8 ms from 2066 to 22956 (launch-bound).
+HOST_COMPONENT_VOXELS = 512
 
 
 def voxel_keys(points: torch.Tensor, radius: float) -> torch.Tensor:
@@ -174,8 +174,9 @@ def _components_device(uniq: torch.Tensor) -> torch.Tensor:
     """As :func:`_components_host`, on the keys' device: min-label propagation with pointer
     jumping over a dense (nv, 27) neighbour table (a missing neighbour is the voxel itself: no
     compaction, no synchronisation), four kernels a round and one synchronisation per four rounds.
-    A label is always a voxel of the same component and never grows, so a block of rounds that
-    changes nothing is the fixed point: every component labelled by its smallest voxel."""
+    A label is always a voxel of the same component, never above the voxel's own index, and never
+    grows; once every voxel's label equals the smallest among its neighbours' (checked after each
+    four rounds), a component's labels are one, its smallest voxel."""
     dev = uniq.device
     nv = uniq.shape[0]
     nk = uniq[:, None] + to_device(_NEIGHBOURS, dev)[None, :]  # (nv, 27) neighbour keys, the voxel itself included
@@ -184,11 +185,10 @@ def _components_device(uniq: torch.Tensor) -> torch.Tensor:
     nb = torch.where(uniq[pos] == nk, pos, ids[:, None])
     labels = ids
     while True:
-        before = labels
         for _ in range(4):
             labels = labels[nb].amin(dim=1)
             labels = labels[labels[labels]]  # pointer jumping, two steps
-        if torch.equal(labels, before):
+        if torch.equal(labels[nb].amin(dim=1), labels):  # a fixed point (every label is then a root)
             break
     roots = labels == ids
     return (torch.cumsum(roots, 0) - 1)[labels]
