@@ -236,8 +236,8 @@ def test_instances_beyond_max_instances_are_counted_and_points_subsample_the_sam
 def test_consensus_and_agreeing_views_demote_a_region_few_views_mislabel(monkeypatch):
     """A region two views mislabel as the query (seen by five, three of which call it something
     else: consensus 0.4, 2 agreeing views) against the object itself (consensus 0.95, 6 views)
-    with less evidence: by evidence the region wins; the consensus or the views term answers
-    the object; a field registered without those counts keeps the evidence rank."""
+    with less evidence: by evidence the region wins; the consensus or the views term (on by
+    default) answers the object; a field registered without those counts keeps the evidence rank."""
     import torch
 
     from langx_ros.core.query import select_3d
@@ -249,8 +249,8 @@ def test_consensus_and_agreeing_views_demote_a_region_few_views_mislabel(monkeyp
     _patch_relevancy(monkeypatch, [0.99] * 400)
     base = dict(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0)
     ask = lambda **kw: select_3d(f, ["plastic box"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, QueryConfig(**base, **kw))[0]  # noqa: E731
-    assert sorted(ask().gaussian_ids.tolist()) == list(range(300))
-    for kw in ({"instance_consensus_weight": 1.0}, {"instance_views_weight": 1.0}):
+    assert sorted(ask(instance_views_weight=0.0).gaussian_ids.tolist()) == list(range(300))
+    for kw in ({"instance_consensus_weight": 1.0, "instance_views_weight": 0.0}, {"instance_views_weight": 1.0}, {}):
         m = ask(**kw)
         assert sorted(m.gaussian_ids.tolist()) == list(range(300, 400)), kw
         assert len(m.alternatives) == 1 and m.alternatives[0].evidence > m.evidence  # still offered, second
