@@ -189,6 +189,6 @@ class Engine:
             for inst in [m, *m.alternatives] if all_instances else [m]:
                 mask = None
                 if camera is not None and return_masks and inst.found:
-                    mask = instance_mask(field, inst.gaussian_ids, camera.viewmat, camera.K, camera.width, camera.height)
+                    mask = instance_mask(field, inst, camera.viewmat, camera.K, camera.width, camera.height, self.cfg.query.min_opacity)
                 out.append(Answer(inst, v, mask))
         return out

@@ -201,7 +201,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
             if gt.sum() < 50:  # not visible in this view
                 continue
             s.iou_2d[f.frame_id] = mask_iou(mp.mask, gt)
-            rendered = instance_mask(field, m.gaussian_ids, cam.viewmat, cam.K, cam.width, cam.height) if m.found else np.zeros_like(gt)
+            rendered = instance_mask(field, m, cam.viewmat, cam.K, cam.width, cam.height, qcfg.min_opacity) if m.found else np.zeros_like(gt)
             s.iou_3d[f.frame_id] = mask_iou(rendered, gt)
     return {
         "scene": scene.spec.name, "mode": mode, "noise": noise.describe() if noise else "clean oracle labels",

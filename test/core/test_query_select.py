@@ -256,3 +256,43 @@ def test_consensus_and_agreeing_views_demote_a_region_few_views_mislabel(monkeyp
         assert len(m.alternatives) == 1 and m.alternatives[0].evidence > m.evidence  # still offered, second
     f.labelled = f.agree_views = None
     assert sorted(ask(instance_consensus_weight=1.0, instance_views_weight=1.0).gaussian_ids.tolist()) == list(range(300))
+
+
+def test_answer_mask_ignores_unobserved_gaussians_but_not_other_objects():
+    """The 3D answer seen from a camera: a wall of the answer's Gaussians (left, upper part) half
+    hidden by unobserved Gaussians just in front of it is the answer's; another object's wall
+    (right) is not, nor is a region covered only by unobserved Gaussians (left, lower part)."""
+    import math
+
+    import torch
+
+    from langx_ros.core.field.model import LanguageField
+    from langx_ros.core.query import Match3D, instance_mask
+
+    xs, ys = np.meshgrid(np.arange(-0.62, 0.63, 0.04), np.arange(-0.46, 0.47, 0.04))
+    grid = np.c_[xs.ravel(), ys.ravel(), np.full(xs.size, 2.0)]
+    left, low = grid[:, 0] < -0.02, grid[:, 1] > 0.2  # +y is down in the image
+    answer, other, hidden_only = grid[left & ~low], grid[~left], grid[left & low]
+    veil = answer - [0, 0, 0.02]  # unobserved, in front of the answer's wall
+    means = np.concatenate([answer, other, veil, hidden_only])
+    n = len(means)
+    opac = [0.9] * (len(answer) + len(other)) + [0.25] * (len(veil) + len(hidden_only))
+    observed = [5.0] * (len(answer) + len(other)) + [0.0] * (len(veil) + len(hidden_only))
+    params = {"means": torch.tensor(means, dtype=torch.float32), "quats": torch.tensor([[1.0, 0, 0, 0]] * n),
+              "scales": torch.full((n, 3), math.log(0.03)), "opacities": torch.logit(torch.tensor(opac)),
+              "colors": torch.zeros(n, 3), "sem": torch.zeros(n, 3)}
+    f = LanguageField(params, lqc=None, levels=["s"], meta={"min_weight": 0.1}, evidence=torch.tensor(observed)[:, None])
+    m = Match3D("q", True, 0.9, 0.5, "s", 1, answer.astype(np.float32), np.zeros((len(answer), 3), np.uint8),
+                np.ones(len(answer), np.float32), np.arange(len(answer)), "")
+    K = torch.tensor([[50.0, 0, 16], [0, 50.0, 12], [0, 0, 1]])
+    mask = instance_mask(f, m, torch.eye(4), K, 32, 24)
+    u, v = np.meshgrid(np.arange(32), np.arange(24))
+    x, y = (u + 0.5 - 16) / 50 * 2, (v + 0.5 - 12) / 50 * 2  # where each pixel's ray meets the walls
+    inner = lambda a: (np.abs(x - a[:, 0].mean()) < np.ptp(a[:, 0]) / 2 - 0.06) & (np.abs(y - a[:, 1].mean()) < np.ptp(a[:, 1]) / 2 - 0.06)  # noqa: E731
+    assert mask[inner(answer)].mean() > 0.95
+    assert not mask[inner(other)].any() and not mask[inner(hidden_only)].any()
+    # counting the unobserved veil's weight against the answer would have lost it
+    sel = torch.zeros(n)
+    sel[: len(answer)] = 1
+    out = f.render_channels(sel[:, None], torch.eye(4), K, 32, 24)
+    assert (out.features[..., 0] > 0.5 * out.alpha[..., 0]).numpy()[inner(answer)].mean() < 0.05

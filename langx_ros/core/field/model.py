@@ -72,6 +72,11 @@ class LanguageField:
         return self.evidence >= float(self.meta.get("min_weight", 0.0))
 
     @torch.no_grad()
+    def selectable_gaussians(self, min_opacity: float) -> torch.Tensor:
+        """(N, L) bool: the Gaussian is opaque enough and observed at each level (what a query may select)."""
+        return (self.opacities() >= min_opacity)[:, None] & self.observed()
+
+    @torch.no_grad()
     def selectable(self, min_opacity: float, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """What a query may select (cached per ``min_opacity``): (N, L) bool, the Gaussian is opaque
         enough and observed at that level; and (L, K) bool, codebook entry k is the code of some
@@ -79,7 +84,7 @@ class LanguageField:
         taken over K entries, not N Gaussians)."""
         key = (float(min_opacity), int(codebook_size), self.num_gaussians)
         if key not in self._selectable:
-            ok = (self.opacities() >= min_opacity)[:, None] & self.observed()
+            ok = self.selectable_gaussians(min_opacity)
             idx = self.code_index()
             present = torch.zeros(ok.shape[1], codebook_size, dtype=torch.bool, device=self.device)
             for lvl in range(ok.shape[1]):
