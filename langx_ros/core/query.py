@@ -497,7 +497,8 @@ def instance_mask(field: "LanguageField", match: Match3D, viewmat: torch.Tensor,
     a tenth of the pixel's opacity, and the pixel is opaque (> 0.5). Unobserved Gaussians (about
     half of a real field: hidden, floating, never checked by a view) neither count for nor against
     the answer, as in the 3D selection; a pixel covered only by them is not the answer's. Measured
-    on real frames (lounge, held-out view): IoU 0.52 -> 0.58 against counting every Gaussian.
+    on the real lounge's held-out view, mean IoU over its 8 objects against counting every
+    Gaussian: 0.41 -> 0.69 (640x480 field, one H100), 0.52 -> 0.58 (160x120, CPU).
     """
     lvl = field.levels.index(match.level)
     ok = field.selectable_gaussians(min_opacity)
