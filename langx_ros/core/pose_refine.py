@@ -55,6 +55,9 @@ class PoseRefineConfig:
     max_translation: float = param(0.15, "Largest accepted correction of a keyframe's position (m).", min=0.0, max=10.0)
     max_rotation_deg: float = param(5.0, "Largest accepted correction of a keyframe's orientation (degrees).", min=0.0, max=180.0)
     min_overlap: float = param(0.05, "Least fraction of a keyframe's points with a correspondence for it to be aligned.", min=0.0, max=1.0)
+    max_points: int = param(
+        6000, "At most this many depth points per keyframe (a fixed random subset of the strided grid): enough for a "
+        "6-DoF fit; the cost of the matching grows with it.", min=100, max=10_000_000)
     max_depth: float = param(6.0, "Depth readings beyond this (m) are not used (noise grows with the square of depth).", min=0.1, max=100.0)
 
 
@@ -90,7 +93,11 @@ def _cloud(frame: Frame, cfg: PoseRefineConfig) -> _Cloud | None:
     ok = np.isfinite(depth) & (depth < cfg.max_depth) & np.isfinite(normals).all(-1)
     if ok.sum() < 100:
         return None
-    return _Cloud(rays[ok] * depth[ok, None], normals[ok].astype(np.float64))
+    pts, nrm = rays[ok] * depth[ok, None], normals[ok].astype(np.float64)
+    if len(pts) > cfg.max_points:  # a fixed spread-out subset (the same on every run)
+        keep = np.sort(np.random.default_rng(0).choice(len(pts), cfg.max_points, replace=False))
+        pts, nrm = pts[keep], nrm[keep]
+    return _Cloud(pts, nrm)
 
 
 def _apply(T: np.ndarray, p: np.ndarray) -> np.ndarray:
