@@ -194,14 +194,18 @@ def _components_device(uniq: torch.Tensor) -> torch.Tensor:
     return (torch.cumsum(roots, 0) - 1)[labels]
 
 
-def voxel_components(uniq: torch.Tensor, host_max: int = HOST_COMPONENT_VOXELS) -> tuple[torch.Tensor, int]:
+def voxel_components(uniq: torch.Tensor, host_max: int | None = None) -> tuple[torch.Tensor, int]:
     """Component of every voxel (sorted unique :func:`voxel_keys`; touching voxels, 26-neighbourhood,
     are linked), on the keys' device, numbered 0..I-1 in order of each component's smallest key;
-    and I. Small graphs go to the host (scipy), large ones stay on the device; both give the same
-    numbering."""
+    and I. Graphs up to ``host_max`` voxels are solved by scipy on the host, larger ones by label
+    propagation on the keys' device; both give the same numbering. ``None``: on a CPU always
+    scipy (2 cores: 4.2 ms against 10.1 ms for torch at 2895 voxels), on a GPU up to
+    ``HOST_COMPONENT_VOXELS``."""
     nv = int(uniq.shape[0])
     if nv == 0:
         return torch.zeros(0, dtype=torch.long, device=uniq.device), 0
+    if host_max is None:
+        host_max = nv if uniq.device.type == "cpu" else HOST_COMPONENT_VOXELS
     if nv <= host_max:
         comp = _components_host(uniq.cpu().numpy())
         return to_device(comp, uniq.device), int(comp.max()) + 1
@@ -209,7 +213,7 @@ def voxel_components(uniq: torch.Tensor, host_max: int = HOST_COMPONENT_VOXELS) 
     return comp, int(comp.max()) + 1
 
 
-def connected_instances(points: torch.Tensor | np.ndarray, radius: float, host_max: int = HOST_COMPONENT_VOXELS) -> torch.Tensor:
+def connected_instances(points: torch.Tensor | np.ndarray, radius: float, host_max: int | None = None) -> torch.Tensor:
     """Instance label (M,) per point, on the points' device: points fall into voxels of edge
     ``radius``; voxels that touch (26-neighbourhood) are linked, and instances are the connected
     components of that voxel graph (:func:`voxel_components`). Two points closer than ``radius``
@@ -218,7 +222,8 @@ def connected_instances(points: torch.Tensor | np.ndarray, radius: float, host_m
 
     The per-point work (voxel keys, the unique voxels, the labels) stays on the points' device;
     only the voxel graph, a few hundred to thousand keys for one object, goes to the host when it
-    is small (``host_max``), because there it costs less than the device's launches.
+    is small (``host_max``, see :func:`voxel_components`), because there it costs less than the
+    device's launches.
     """
     pts = torch.as_tensor(points)
     if pts.shape[0] == 0:
