@@ -135,12 +135,12 @@ def relevancy_table(field: "LanguageField", text: torch.Tensor, canonical: torch
 # (+-63 km at 6 cm) are covered; points beyond are clamped into the outermost voxels.
 _KEY_BITS = 21
 _KEY_OFF = 1 << (_KEY_BITS - 1)
-# the 13 key offsets of one half of a 26-neighbourhood (the other half is their negation)
-_HALF_NEIGHBOURS = np.array([(dx << 2 * _KEY_BITS) + (dy << _KEY_BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
-                             for dz in (-1, 0, 1) if (dx, dy, dz) > (0, 0, 0)], np.int64)
 # the key offsets of all 26 neighbours and of the voxel itself
 _NEIGHBOURS = np.array([(dx << 2 * _KEY_BITS) + (dy << _KEY_BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
                         for dz in (-1, 0, 1)], np.int64)
+# one half of the 26-neighbourhood (the other half is its negation): keys order as (x, y, z), so
+# the positive offsets are the neighbours after the voxel
+_HALF_NEIGHBOURS = _NEIGHBOURS[_NEIGHBOURS > 0]
 # Voxel graphs up to this size are solved on the host (scipy), larger ones on the device. Measured
 # on one H100 (bench/query.py, flat patches): host 1.0 ms at 57-229 voxels, 3.9 ms at 918, 6.3 ms at
 # 8264; device 1.3 ms at 57-229 voxels, 1.5-1.8 ms from 2066 to 22956 (launch-bound).
@@ -313,10 +313,10 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
             out.append(_no_match(q, c.peak, threshold, level, f"no match above threshold {threshold:.2f} (best {c.peak:.2f})"))
             continue
         uniq, inv = torch.unique(voxel_keys(means[c.ids], radius), return_inverse=True)
-        comp, n_inst = voxel_components(uniq)
+        comp, n_labels = voxel_components(uniq)
         labels = comp[inv]  # (S,) instance of every candidate
         cols, names = _evidence_columns(field, c, cfg)
-        agg = torch.zeros(n_inst, cols.shape[1], dtype=torch.float64, device=cols.device).index_add_(0, labels, cols)
+        agg = torch.zeros(n_labels, cols.shape[1], dtype=torch.float64, device=cols.device).index_add_(0, labels, cols)
         sums = dict(zip(names, agg.cpu().numpy().T))  # one synchronisation: (I, C) sums
         order, mass = _rank_instances(sums, cfg)
         n_ok = int((mass >= 0).sum())
@@ -325,7 +325,7 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
                                  f"only {int(c.ids.numel())} scattered Gaussians above {c.cutoff:.2f} (no group of >= {cfg.min_instance_points})"))
             continue
         top = order[: min(cfg.max_instances, n_ok)]  # passing instances rank before the others
-        insts = _instances(field, q, threshold, level, c, labels, n_inst, top, sums["n"][top].astype(np.int64),
+        insts = _instances(field, q, threshold, level, c, labels, n_labels, top, sums["n"][top].astype(np.int64),
                            mass[top].tolist(), n_ok, cfg)
         insts[0].alternatives = insts[1:]
         out.append(insts[0])
@@ -373,7 +373,7 @@ def _rank_instances(sums: dict[str, np.ndarray], cfg: QueryConfig) -> tuple[np.n
     wsum = np.maximum(sums["w"], 1e-12)
     match = sums["logit"] / wsum
     log_mass = np.log(np.maximum(mass, 1e-300))
-    key = log_mass + cfg.instance_match_weight * (match - match[valid].max(initial=0.0) if valid.any() else match)
+    key = log_mass + cfg.instance_match_weight * match
     if cfg.instance_density_weight > 0:
         key = key + cfg.instance_density_weight * (log_mass - np.log(np.maximum(n, 1.0)))
     if "labelled" in sums:
@@ -394,9 +394,8 @@ def _instances(field: "LanguageField", q: str, threshold: float, level: str, c: 
                n_labels: int, top: np.ndarray, sizes: np.ndarray, evidence: list[float], n_inst: int,
                cfg: QueryConfig) -> list[Match3D]:
     """The instances ``top`` (of the ``n_labels`` in ``labels``, best first; ``sizes`` their Gaussian
-    counts; ``n_inst`` of them pass) of a
-    selection as Match3Ds, each subsampled to ``max_points`` (uniformly, by :func:`_subsample_key`),
-    gathered and copied to the host at once."""
+    counts; ``n_inst`` of them pass) of a selection as Match3Ds, each subsampled to ``max_points``
+    (uniformly, by :func:`_subsample_key`), gathered and copied to the host at once."""
     k = len(top)
     dev = labels.device
     rank_of = np.full(n_labels, k, np.int64)  # k = not returned
