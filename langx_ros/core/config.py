@@ -95,7 +95,13 @@ class QueryConfig:
         "2D rule clip(2n - 1) > 0.4, applied over the Gaussians) and >= the threshold.",
         min=0.0, max=1.0,
     )
-    min_opacity: float = param(0.1, "Gaussians below this opacity are never selected.", min=0.0, max=1.0)
+    min_opacity: float = param(
+        0.02, "Gaussians below this opacity are never selected. Far, textureless surfaces are drawn by many faint "
+        "Gaussians: 0.1 -> 0.02 took the real lounge's whiteboard (3.5 m away) from recall 0.62 to 0.75 and its precision "
+        "0.85 -> 0.88, the kitchen's worst surface-centroid error 6.2 -> 3.0 cm, the generated scene's recalls 0.45-0.65 -> "
+        "0.49-0.74 (precision 1.00 both); unobserved Gaussians stay excluded whatever their opacity.",
+        min=0.0, max=1.0,
+    )
     cluster_radius: float = param(
         0.0, "Edge (m) of the voxels whose touching links selected Gaussians into one instance; 0 = automatic: "
         "3 x the median spacing of the Gaussians, at least min_cluster_radius.", min=0.0, max=100.0
