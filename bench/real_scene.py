@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--scenes", nargs="+", default=["lounge", "kitchen", "shelf", "synthetic"])
     ap.add_argument("--modes", nargs="+", default=["register", "train", "register+train"])
     ap.add_argument("--noise", nargs="+", default=["clean", "noisy"], choices=["clean", "noisy"])
+    ap.add_argument("--noise-seeds", type=int, nargs="+", default=[0],
+                    help="noisy labels: one run per seed (which segments are relabelled, how masks move)")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--iters", type=int, default=3000)
@@ -124,13 +126,15 @@ def main() -> None:
         enc = OracleTextEncoder(scene.names) if name == "synthetic" else text
         qcfg_s = QueryConfig(threshold=0.8) if name == "synthetic" else qcfg  # the generated scene's usual setting
         lqc_path = scene_lqc(scene, enc, lqc_cfg, qcfg_s.canonical_phrases, tmp / f"{name}.safetensors", a.device)
-        for noise_name in a.noise:
-            noise = LabelNoise() if noise_name == "noisy" else None
+        settings = [(n, None) for n in a.noise if n == "clean"]
+        settings += [(f"noisy-s{seed}" if seed else "noisy", LabelNoise(seed=seed)) for n in a.noise if n == "noisy" for seed in a.noise_seeds]
+        for noise_name, noise in settings:
             for mode, rounds in [(m, v) for m in a.modes for v in (a.vote_rounds if m != "train" else a.vote_rounds[:1])]:
                 queries = {n: SYNONYMS[n] for n in scene.names if n in SYNONYMS} if a.synonyms and name != "synthetic" else None
                 r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, RegistrationConfig(vote_rounds=rounds),
                               queries=queries, lqc_path=lqc_path, train=train_frames(scene),
                               pose_cfg=PoseRefineConfig(enabled=True) if a.refine_poses else None)
+                r["labels"] = noise_name
                 r["poses"] = {"perturbed": a.perturb_poses or "no", "refined": a.refine_poses}
                 r["vote_rounds"] = rounds
                 scores = r.pop("_scores")
@@ -170,7 +174,7 @@ def main() -> None:
     print("\nsummary (scene | mode | labels: found, wrong, min precision, min recall, max centroid error, 2D mIoU, register s)")
     for r in runs:
         s = r["summary"]
-        print(f"{r['scene']:>9} | {r['mode']:>14} v{r['vote_rounds']} | {r['noise'][:5]:>5}: {s['found']}/{s['objects']}, {s['wrong_object']}, "
+        print(f"{r['scene']:>9} | {r['mode']:>14} v{r['vote_rounds']} | {r['labels']:>8}: {s['found']}/{s['objects']}, {s['wrong_object']}, "
               f"{s['min_precision']:.2f}, {s['min_recall']:.2f}, {s['max_centroid_error'] * 100:.1f} cm, {s['miou_2d']:.2f}, "
               f"{r['timings'].get('register', float('nan')):.2f}")
 

@@ -9,6 +9,10 @@ frame and seed:
 - every segment's mask is eroded or dilated by up to ``morph_px`` pixels and shifted by up to
   ``shift_px`` pixels (segments painted in a random order, so spills overwrite neighbours);
 - a fraction ``relabel`` of the segments takes another label;
+- the background (id 0: every surface no object label covers) is not one segment: it is cut into
+  a ``background_cells`` x ``background_cells`` grid of pieces, each its own segment. SAM splits
+  walls, floor and unlabelled furniture into many segments, so a misread is one piece of them; as
+  one segment, a relabelled background turned two thirds of a kitchen frame into "red cabinets";
 - each segment's feature is its label's embedding plus Gaussian noise of relative size
   ``feature_sigma``, renormalised.
 
@@ -33,10 +37,15 @@ class LabelNoise:
     relabel: float = 0.1
     feature_sigma: float = 0.1
     seed: int = 0
+    background_cells: int = 4
 
     def describe(self) -> str:
         return (f"NOISY oracle labels (masks eroded/dilated by <= {self.morph_px} px and shifted by <= {self.shift_px} px, "
-                f"{self.relabel:.0%} of segments relabelled, features jittered by {self.feature_sigma:g})")
+                f"{self.relabel:.0%} of segments relabelled, the background as {self.background_cells}x{self.background_cells} "
+                f"segments, features jittered by {self.feature_sigma:g}, seed {self.seed})")
+
+
+BACKGROUND_ID = 0  # the oracle protocol's label 0: surfaces no object label covers
 
 
 def _rng(frame_id: str, seed: int) -> np.random.Generator:
@@ -46,15 +55,21 @@ def _rng(frame_id: str, seed: int) -> np.random.Generator:
 def noisy_id_map(ids: np.ndarray, num_labels: int, noise: LabelNoise, rng: np.random.Generator) -> np.ndarray:
     """(H, W) int64 id map with the mask noise of ``noise`` (-1 = no segment).
 
-    Returns the ids after erosion/dilation, shift and relabelling of each segment of ``ids``.
+    Returns the ids after erosion/dilation, shift and relabelling of each segment of ``ids``
+    (the background, id 0, as ``noise.background_cells``^2 grid pieces).
     """
     import cv2
 
     h, w = ids.shape
     out = np.full((h, w), -1, np.int64)
-    segs = [int(s) for s in np.unique(ids) if s >= 0]
-    for s in rng.permutation(segs) if segs else []:
-        m = (ids == s).astype(np.uint8)
+    segs = [(int(s), ids == s) for s in np.unique(ids) if s > 0]
+    if (ids == BACKGROUND_ID).any():
+        n = max(1, noise.background_cells)
+        cell = (np.arange(h)[:, None] * n // h) * n + np.arange(w)[None, :] * n // w
+        segs += [(BACKGROUND_ID, m) for c in range(n * n) if (m := (ids == BACKGROUND_ID) & (cell == c)).any()]
+    for i in rng.permutation(len(segs)) if segs else []:
+        s, m = segs[i]
+        m = m.astype(np.uint8)
         k = int(rng.integers(-noise.morph_px, noise.morph_px + 1)) if noise.morph_px > 0 else 0
         if k:
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(k) + 1, 2 * abs(k) + 1))

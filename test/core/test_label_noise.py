@@ -46,3 +46,16 @@ def test_features_are_jittered_unit_vectors_and_the_source_is_deterministic():
     (a, fa), = src.segment_features(frame)
     (b, fb), = src.segment_features(frame)
     assert np.array_equal(a, b) and np.array_equal(fa, fb) and "NOISY" in src.provenance
+
+
+def test_the_background_is_relabelled_piece_by_piece_not_as_one_segment():
+    ids = _ids()  # background (0) covers most of the frame
+    bg = ids == 0
+    whole = noisy_id_map(ids, 5, LabelNoise(shift_px=0, morph_px=0, relabel=1.0, background_cells=1), np.random.default_rng(3))
+    assert len(np.unique(whole[bg])) == 1 and whole[bg][0] != 0  # the old model: one label over the whole background
+    pieces = noisy_id_map(ids, 5, LabelNoise(shift_px=0, morph_px=0, relabel=1.0, background_cells=4), np.random.default_rng(3))
+    assert not (pieces[bg] == 0).any() and len(np.unique(pieces[bg])) >= 3
+    for lab in np.unique(pieces[bg]):  # each label holds whole grid cells only: at most 16 cells, drawn one by one
+        assert (pieces[bg] == lab).sum() < bg.sum()
+    kept = noisy_id_map(ids, 5, LabelNoise(shift_px=0, morph_px=0, relabel=0.0), np.random.default_rng(3))
+    assert np.array_equal(kept, ids)  # cutting into pieces alone changes nothing
