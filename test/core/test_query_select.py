@@ -1,6 +1,8 @@
 """3D instance separation and the LangSplat 2D mask protocol on hand-made inputs."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from langx_ros.core.config import QueryConfig
@@ -296,3 +298,22 @@ def test_answer_mask_ignores_unobserved_gaussians_but_not_other_objects():
     sel[: len(answer)] = 1
     out = f.render_channels(sel[:, None], torch.eye(4), K, 32, 24)
     assert (out.features[..., 0] > 0.5 * out.alpha[..., 0]).numpy()[inner(answer)].mean() < 0.05
+
+
+def test_faint_observed_surfaces_are_selectable_by_default_but_not_near_transparent_ones(monkeypatch):
+    """query.min_opacity (0.02): far, textureless surfaces are drawn by faint Gaussians (the real
+    lounge's whiteboard); a Gaussian below the floor is never selected, whatever its relevancy."""
+    import torch
+
+    from langx_ros.core.query import select_3d
+
+    means = _cluster([0, 0, 0], 20, 0) + _cluster([2, 0, 0], 20, 1)
+    f = _field_with(means, [5.0] * 40)  # both observed
+    f.params["opacities"] = torch.logit(torch.tensor([0.05] * 20 + [0.01] * 20))
+    _patch_relevancy(monkeypatch, [0.8] * 20 + [0.99] * 20)
+    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0)
+    assert QueryConfig().min_opacity == 0.02
+    (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    assert m.found and set(m.gaussian_ids.tolist()) == set(range(20)) and m.alternatives == [], m.message
+    (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, min_opacity=0.1))
+    assert not m.found  # the old floor lost the faint surface
