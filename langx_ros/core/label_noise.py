@@ -63,10 +63,11 @@ def noisy_id_map(ids: np.ndarray, num_labels: int, noise: LabelNoise, rng: np.ra
     h, w = ids.shape
     out = np.full((h, w), -1, np.int64)
     segs = [(int(s), ids == s) for s in np.unique(ids) if s > 0]
-    if (ids == BACKGROUND_ID).any():
+    bg = ids == BACKGROUND_ID
+    if bg.any():
         n = max(1, noise.background_cells)
         cell = (np.arange(h)[:, None] * n // h) * n + np.arange(w)[None, :] * n // w
-        segs += [(BACKGROUND_ID, m) for c in range(n * n) if (m := (ids == BACKGROUND_ID) & (cell == c)).any()]
+        segs += [(BACKGROUND_ID, m) for c in range(n * n) if (m := bg & (cell == c)).any()]
     for i in rng.permutation(len(segs)) if segs else []:
         s, m = segs[i]
         m = m.astype(np.uint8)
