@@ -1,22 +1,32 @@
-"""Query speed: 3D selection for 100k and 1M Gaussians (CPU and GPU), text encoding apart, and
-2D relevancy + mask at 640x480.
+"""Query speed: the 3D answer (select_3d) for 100k and 1M Gaussians (CPU and GPU), text encoding
+apart, and 2D relevancy + mask at 640x480.
 
 The field is built with random LQC weights, codes and codebook features (speed does not depend
 on them): 1% of the Gaussians, one spatial blob, carry the code the query text matches, so selection and instance
-separation do real work. Prints a table and writes bench/results/query.json.
+separation do real work. select_3d is timed as the product runs it (on CUDA: the replayed CUDA
+graph), with ``query.cuda_graph`` off (the same kernels launched one by one), and, with
+``--baseline FILE``, the select_3d of another query.py (an earlier commit's:
+``git show REV:langx_ros/core/query.py > FILE``), interleaved in the same run on the same field,
+its answer checked equal. Prints a table and writes bench/results/query.json.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
+import sys
+import time
 
+import numpy as np
 import torch
 
-from _util import time_ms, write_json
+from _util import sync, time_ms, write_json
 
 from langx_ros.core.config import QueryConfig
 from langx_ros.core.field.model import LanguageField
 from langx_ros.core.lqc import LQC, LQCConfig
-from langx_ros.core.query import connected_instances, langsplat_map, relevancy_from_codes, select_3d, select_candidates
+from langx_ros.core.instances import connected_instances
+from langx_ros.core.query import answer_plan, langsplat_map, logit_table, relevancy_from_codes, select_3d
 
 
 def make_field(n: int, device: str, levels: int = 3, seed: int = 0) -> tuple[LanguageField, torch.Tensor, torch.Tensor]:
@@ -47,18 +57,6 @@ def make_field(n: int, device: str, levels: int = 3, seed: int = 0) -> tuple[Lan
     return field, text, canon
 
 
-def host_components(points, radius: float):
-    """The earlier host path, for comparison: copy to the host, scipy KD-tree pairs within the
-    radius, connected components of that graph."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
-    pairs = cKDTree(points).query_pairs(radius, output_type="ndarray")
-    g = coo_matrix((torch.ones(len(pairs)).numpy(), (pairs[:, 0], pairs[:, 1])), shape=(len(points), len(points)))
-    return connected_components(g, directed=False)[1]
-
-
 def clip_text_ms(device: str) -> float | None:
     try:
         from langx_ros.core.torch_compat import ensure_torchvision
@@ -79,16 +77,49 @@ def clip_text_ms(device: str) -> float | None:
 
 def profile_select_3d(field: LanguageField, text: torch.Tensor, canon: torch.Tensor, cfg: QueryConfig, dev: str) -> None:
     """Where select_3d's time goes: torch.profiler over 10 calls, ops by self CPU time (the
-    launch and synchronisation cost that dominates on a GPU shows there)."""
+    launch and synchronisation cost shows there); on CUDA also the kernels of the same pipeline
+    run one by one (query.cuda_graph off), by GPU time (inside a replayed graph the profiler
+    sees one launch)."""
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev == "cuda" else [])
-    with profile(activities=acts) as prof:
-        for _ in range(10):
-            select_3d(field, ["q"], text, canon, cfg.threshold, cfg)
-        if dev == "cuda":
-            torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    runs = [(cfg, "self_cpu_time_total")] + ([(dataclasses.replace(cfg, cuda_graph=False), "self_cuda_time_total")]
+                                             if dev == "cuda" else [])
+    for c, key in runs:
+        with profile(activities=acts) as prof:
+            for _ in range(10):
+                select_3d(field, ["q"], text, canon, c.threshold, c)
+            sync(dev)
+        print(f"--- select_3d x10, cuda_graph={c.cuda_graph}, by {key}")
+        print(prof.key_averages().table(sort_by=key, row_limit=25))
+
+
+def graph_gpu_ms(plan, repeat: int = 50) -> float:
+    """Median GPU time of one replay of the plan's captured graph (CUDA events)."""
+    graph = plan._graph(plan._cap)[0]
+    times = []
+    for _ in range(repeat):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return float(np.median(times))
+
+
+def load_baseline(path: str):
+    """select_3d of another query.py (run against today's package otherwise)."""
+    spec = importlib.util.spec_from_file_location("query_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["query_baseline"] = mod
+    spec.loader.exec_module(mod)
+    return mod.select_3d
+
+
+def same_answer(a, b) -> bool:
+    return (a.found, a.num_instances) == (b.found, b.num_instances) and np.array_equal(a.gaussian_ids, b.gaussian_ids) \
+        and len(a.alternatives) == len(b.alternatives)
 
 
 def main() -> None:
@@ -96,8 +127,12 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--devices", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     ap.add_argument("--profile", action="store_true", help="print torch.profiler's op table of select_3d at the largest size")
+    ap.add_argument("--baseline", help="a query.py whose select_3d is timed beside today's (see the module doc)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (the median of each is reported)")
     a = ap.parse_args()
     cfg = QueryConfig()
+    eager_cfg = dataclasses.replace(cfg, cuda_graph=False)
+    baseline = load_baseline(a.baseline) if a.baseline else None
     rows = []
     for dev in a.devices:
         for n in a.sizes:
@@ -105,30 +140,45 @@ def main() -> None:
             t_index = time_ms(lambda: (setattr(field, "_code_index", None), field.code_index()), dev, warmup=1, repeat=3)
             field.code_index()
             field.point_spacing()
-            sel_ms = time_ms(lambda: select_candidates(field, text, canon, cfg.threshold, cfg), dev)
-            cands = select_candidates(field, text, canon, cfg.threshold, cfg)[0]
-            sel = field.params["means"][cands.ids]
-            radius = max(3.0 * field.point_spacing(), cfg.min_cluster_radius)
-            clus_ms = time_ms(lambda: connected_instances(sel, radius), dev, warmup=1, repeat=5)
-            clus_dev_ms = time_ms(lambda: connected_instances(sel, radius, host_max=0), dev, warmup=1, repeat=5)
-            clus_host_ms = time_ms(lambda: connected_instances(sel, radius, host_max=10**9), dev, warmup=1, repeat=5)
+            logits_ms = time_ms(lambda: logit_table(field, text, canon), dev)
+            sync(dev)
+            t0 = time.perf_counter()
+            m = select_3d(field, ["q"], text, canon, cfg.threshold, cfg)[0]  # builds the plan (on CUDA: captures)
+            sync(dev)
+            first_ms = (time.perf_counter() - t0) * 1000
+            plan = answer_plan(field, cfg, logit_table(field, text, canon).shape[1])
+            res = plan.run(logit_table(field, text, canon), cfg.threshold)[0]
+            radius = plan.shape.radius
+            sel = field.params["means"][torch.as_tensor(res.gid, device=dev)] if len(res.gid) else field.params["means"][:0]
             voxels = int(torch.unique(torch.floor(sel / radius), dim=0).shape[0])
-            pts = sel.cpu().numpy()
-            host_ms = time_ms(lambda: host_components(pts, radius), "cpu", warmup=1, repeat=5)
-            full_ms = time_ms(lambda: select_3d(field, ["q"], text, canon, cfg.threshold, cfg), dev, warmup=1, repeat=5)
-            m = select_3d(field, ["q"], text, canon, cfg.threshold, cfg)[0]
-            row = {"device": dev, "gaussians": n, "code_index_once_ms": t_index, "select_ms": sel_ms,
-                   "selected": int(cands.ids.numel()), "voxels": voxels, "instances_ms": clus_ms,
-                   "instances_voxel_graph_on_device_ms": clus_dev_ms, "instances_voxel_graph_on_host_ms": clus_host_ms,
-                   "instances_host_scipy_ms_before": host_ms,
-                   "select_3d_total_ms": full_ms,
-                   "returned_points": int(len(m.points))}
+            clus_ms = time_ms(lambda: connected_instances(sel, radius), dev, warmup=1, repeat=5)
+            eager = select_3d(field, ["q"], text, canon, cfg.threshold, eager_cfg)[0]
+            assert same_answer(m, eager), "the eager pipeline answers differently"
+            fns = {"select_3d_ms": lambda: select_3d(field, ["q"], text, canon, cfg.threshold, cfg),
+                   "select_3d_eager_ms": lambda: select_3d(field, ["q"], text, canon, cfg.threshold, eager_cfg),
+                   "select_3d_8_queries_ms": lambda: select_3d(field, ["q"] * 8, text.expand(8, -1), canon, cfg.threshold, cfg)}
+            if baseline is not None:
+                assert same_answer(m, baseline(field, ["q"], text, canon, cfg.threshold, cfg)[0]), "the baseline answers differently"
+                fns["select_3d_baseline_ms"] = lambda: baseline(field, ["q"], text, canon, cfg.threshold, cfg)
+            times = {k: [] for k in fns}
+            for _ in range(a.rounds):  # interleaved, so the machine's drift hits every variant alike
+                for k, fn in fns.items():
+                    times[k].append(time_ms(fn, dev, warmup=2, repeat=20))
+            gpu_ms = graph_gpu_ms(plan) if plan.mode == "cuda-graph" else None
+            row = {"device": dev, "gaussians": n, "mode": plan.mode, "code_index_once_ms": t_index, "logit_table_ms": logits_ms,
+                   "first_call_ms": first_ms, "graph_gpu_ms": gpu_ms,
+                   "selected": res.selected, "voxels": voxels, "returned_points": int(len(m.points)),
+                   "instances_alone_ms": clus_ms, **{k: float(np.median(v)) for k, v in times.items()},
+                   "per_round_ms": times}
             rows.append(row)
             if a.profile and n == max(a.sizes):
                 profile_select_3d(field, text, canon, cfg, dev)
-            print(f"{dev:5s} N={n:>9,d}: selection {sel_ms:8.3f} ms ({row['selected']} selected), instances {clus_ms:8.2f} ms "
-                  f"({voxels} voxels; voxel graph on the device {clus_dev_ms:.2f} ms, on the host {clus_host_ms:.2f} ms) "
-                  f"(host scipy, before: {host_ms:8.2f} ms), select_3d total {full_ms:8.2f} ms; code index once {t_index:8.1f} ms")
+            print(f"{dev:5s} N={n:>9,d}: select_3d {row['select_3d_ms']:7.2f} ms ({plan.mode}; {res.selected} selected, "
+                  f"{voxels} voxels, {len(m.points)} points returned), kernels one by one {row['select_3d_eager_ms']:7.2f} ms"
+                  + (f", baseline {row['select_3d_baseline_ms']:7.2f} ms" if baseline is not None else "")
+                  + f"; 8 queries in one call {row['select_3d_8_queries_ms']:7.2f} ms; of it the logit table {logits_ms:.2f} ms"
+                  + (f", the graph's GPU time {gpu_ms:.3f} ms" if gpu_ms is not None else "")
+                  + f"; first call (plan{' + capture' if gpu_ms is not None else ''}) {first_ms:.1f} ms; code index once {t_index:8.1f} ms")
     # 2D at 640x480: relevancy + LangSplat mask from rendered codes (rendering reported apart)
     maps = []
     for dev in a.devices:
@@ -141,7 +191,9 @@ def main() -> None:
         rel = relevancy_from_codes(field, sem, alpha, text, canon)[0].cpu().numpy()
         mask_ms = time_ms(lambda: langsplat_map(rel, "q", field.levels, QueryConfig()), "cpu", warmup=1, repeat=5)
         entry = {"device": dev, "relevancy_ms": rel_ms, "langsplat_mask_ms": mask_ms}
-        if dev == "cuda":
+        if dev == "cuda" and importlib.util.find_spec("gsplat") is None:
+            print("cuda  rendering not timed: gsplat is not installed here")
+        elif dev == "cuda":
             K = torch.tensor([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]], device=dev)
             V = torch.eye(4, device=dev)
             V[2, 3] = 3.0

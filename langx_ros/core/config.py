@@ -139,6 +139,11 @@ class QueryConfig:
     )
     min_instance_points: int = param(5, "Smaller groups of selected Gaussians are discarded as noise.", min=1, max=1_000_000)
     max_instances: int = param(16, "Most instances offered per query (the best by evidence first; ~/query all_instances returns them all).", min=1, max=10_000)
+    cuda_graph: bool = param(
+        True, "On CUDA, answer 3D queries by replaying a captured CUDA graph of the fixed-shape selection, instance "
+        "and point pipeline (one launch instead of ~140, one wait per call). false = run its kernels one by one "
+        "(same answers; for debugging). A failed capture logs a warning and answers the same way.",
+    )
     max_points: int = param(200_000, "Most points returned per match (a uniform subsample beyond).", min=1, max=100_000_000)
     mask_box_px: int = param(
         30,

@@ -22,7 +22,9 @@ from langx_ros.core.config_fields import bounds
 from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.field.model import LanguageField
 from langx_ros.core.frames import Frame, FrameError
-from langx_ros.core.query import Map2D, Match3D, QueryRequestError, instance_mask, prepare_queries, query_2d, select_3d
+from langx_ros.core.instances import LOGIT_CLAMP
+from langx_ros.core.query import (Map2D, Match3D, QueryRequestError, answer_plan, instance_mask, prepare_queries, query_2d,
+                                  select_3d)
 from langx_ros.core.reconstruct import CancelFn, ProgressFn, ReconstructResult, reconstruct
 from langx_ros.core.synthetic import ORACLE_PROVENANCE, OracleSemantics
 
@@ -167,6 +169,14 @@ class Engine:
         return res
 
     # ---- querying -----------------------------------------------------------------------------
+    def prepare_field(self, field: LanguageField) -> None:
+        """Build the field's 3D answer plan for the configured query settings now (on CUDA its
+        CUDA graph is captured by one query that selects nothing), so that the first real query
+        does not pay for it: 15 ms on an H100 at 1M Gaussians, 0.3 s in a process that has not
+        run those kernels yet (bench/query.py, "first call")."""
+        k = int(field.codebook_features().shape[0])
+        answer_plan(field, self.cfg.query, k).run(torch.full((1, k), -LOGIT_CLAMP, device=field.device), self.cfg.query.threshold)
+
     def answer(self, field: LanguageField, queries: Sequence[str], threshold: float, camera: Camera | None = None,
                return_masks: bool = True, all_instances: bool = False) -> list[Answer]:
         """3D matches (and 2D maps at ``camera``) for each query; request errors raise QueryRequestError.

@@ -11,7 +11,7 @@ import torch
 
 from langx_ros.core.boxes import OrientedBox, oriented_box
 from langx_ros.core.config import QueryConfig
-from langx_ros.core.device import to_device, to_host
+from langx_ros.core.instances import LOGIT_CLAMP, AnswerPlan, AnswerShape, FieldTables, RankWeights
 
 if TYPE_CHECKING:
     from langx_ros.core.field.model import LanguageField
@@ -107,10 +107,6 @@ class Match3D:
         return self._obb
 
 
-# relevancies are clamped to [1e-6, 1 - 1e-6] before their logit is used (+-13.8)
-LOGIT_CLAMP = math.log((1 - 1e-6) / 1e-6)
-
-
 def logit_table(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
     """(Q, K) relevancy logit of every codebook entry for every query (``relevancy_logits``,
     clamped to +-LOGIT_CLAMP).
@@ -130,160 +126,23 @@ def relevancy_table(field: "LanguageField", text: torch.Tensor, canonical: torch
     return torch.sigmoid(logit_table(field, text, canonical))
 
 
-# Voxel keys pack (x, y, z) voxel coordinates, offset by 2^20, into 21 bits each: keys sort as
-# (x, y, z) and a neighbouring voxel's key differs by a fixed offset. +-2^20 voxels about the origin
-# (+-63 km at 6 cm) are covered; points beyond are clamped into the outermost voxels.
-_KEY_BITS = 21
-_KEY_OFF = 1 << (_KEY_BITS - 1)
-# the key offsets of all 26 neighbours and of the voxel itself
-_NEIGHBOURS = np.array([(dx << 2 * _KEY_BITS) + (dy << _KEY_BITS) + dz for dx in (-1, 0, 1) for dy in (-1, 0, 1)
-                        for dz in (-1, 0, 1)], np.int64)
-# one half of the 26-neighbourhood (the other half is its negation): keys order as (x, y, z), so
-# the positive offsets are the neighbours after the voxel
-_HALF_NEIGHBOURS = _NEIGHBOURS[_NEIGHBOURS > 0]
-# Voxel graphs up to this size are solved on the host (scipy), larger ones on the device. Measured
-# on one H100 (bench/query.py, flat patches): host 1.0 ms at 57-229 voxels, 3.9 ms at 918, 6.3 ms at
-# 8264; device 1.3 ms at 57-229 voxels, 1.5-1.8 ms from 2066 to 22956 (launch-bound).
-HOST_COMPONENT_VOXELS = 512
-
-
-def voxel_keys(points: torch.Tensor, radius: float) -> torch.Tensor:
-    """(M,) int64 key of each point's voxel of edge ``radius`` (see ``_KEY_BITS``), on the points' device."""
-    v = torch.floor(points.double() / radius).long().clamp(-_KEY_OFF + 1, _KEY_OFF - 2) + _KEY_OFF
-    return (v[:, 0] << 2 * _KEY_BITS) + (v[:, 1] << _KEY_BITS) + v[:, 2]
-
-
-def _components_host(uniq: np.ndarray) -> np.ndarray:
-    """Connected components (nv,) of the touching-voxel graph of sorted unique keys, numbered in
-    order of each component's smallest key (scipy labels components in node order)."""
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    nv = uniq.shape[0]
-    nk = uniq[:, None] + _HALF_NEIGHBOURS[None, :]  # (nv, 13): rows are sources, so edges come out grouped
-    pos = np.minimum(np.searchsorted(uniq, nk), nv - 1)
-    hit = uniq[pos] == nk
-    indptr = np.zeros(nv + 1, np.int64)
-    np.cumsum(hit.sum(1), out=indptr[1:])
-    dst = pos[hit]
-    graph = csr_matrix((np.ones(dst.shape[0]), dst, indptr), shape=(nv, nv))
-    return connected_components(graph, directed=False)[1].astype(np.int64)
-
-
-def _components_device(uniq: torch.Tensor) -> torch.Tensor:
-    """As :func:`_components_host`, on the keys' device: min-label propagation with pointer
-    jumping over a dense (nv, 27) neighbour table (a missing neighbour is the voxel itself: no
-    compaction, no synchronisation), four kernels a round and one synchronisation per four rounds.
-    A label is always a voxel of the same component, never above the voxel's own index, and never
-    grows; once every voxel's label equals the smallest among its neighbours' (checked after each
-    four rounds), a component's labels are one, its smallest voxel."""
-    dev = uniq.device
-    nv = uniq.shape[0]
-    nk = uniq[:, None] + to_device(_NEIGHBOURS, dev)[None, :]  # (nv, 27) neighbour keys, the voxel itself included
-    pos = torch.searchsorted(uniq, nk).clamp_(max=nv - 1)
-    ids = torch.arange(nv, device=dev)
-    nb = torch.where(uniq[pos] == nk, pos, ids[:, None])
-    labels = ids
-    while True:
-        for _ in range(4):
-            labels = labels[nb].amin(dim=1)
-            labels = labels[labels[labels]]  # pointer jumping, two steps
-        if torch.equal(labels[nb].amin(dim=1), labels):  # a fixed point (every label is then a root)
-            break
-    roots = labels == ids
-    return (torch.cumsum(roots, 0) - 1)[labels]
-
-
-def voxel_components(uniq: torch.Tensor, host_max: int | None = None) -> tuple[torch.Tensor, int]:
-    """Component of every voxel (sorted unique :func:`voxel_keys`; touching voxels, 26-neighbourhood,
-    are linked), on the keys' device, numbered 0..I-1 in order of each component's smallest key;
-    and I. Graphs up to ``host_max`` voxels are solved by scipy on the host, larger ones by label
-    propagation on the keys' device; both give the same numbering. ``None``: on a CPU always
-    scipy (2 cores: 4.2 ms against 10.1 ms for torch at 2895 voxels), on a GPU up to
-    ``HOST_COMPONENT_VOXELS``."""
-    nv = int(uniq.shape[0])
-    if nv == 0:
-        return torch.zeros(0, dtype=torch.long, device=uniq.device), 0
-    if host_max is None:
-        host_max = nv if uniq.device.type == "cpu" else HOST_COMPONENT_VOXELS
-    if nv <= host_max:
-        comp = _components_host(uniq.cpu().numpy())
-        return to_device(comp, uniq.device), int(comp.max()) + 1
-    comp = _components_device(uniq)
-    return comp, int(comp.max()) + 1
-
-
-def connected_instances(points: torch.Tensor | np.ndarray, radius: float, host_max: int | None = None) -> torch.Tensor:
-    """Instance label (M,) per point, on the points' device: points fall into voxels of edge
-    ``radius``; voxels that touch (26-neighbourhood) are linked, and instances are the connected
-    components of that voxel graph (:func:`voxel_components`). Two points closer than ``radius``
-    always share an instance; points in touching voxels (up to 2 * sqrt(3) * radius apart) do too.
-    Labels are 0..I-1, in order of each component's smallest voxel key (deterministic).
-
-    The per-point work (voxel keys, the unique voxels, the labels) stays on the points' device;
-    only the voxel graph, a few hundred to thousand keys for one object, goes to the host when it
-    is small (``host_max``, see :func:`voxel_components`), because there it costs less than the
-    device's launches.
-    """
-    pts = torch.as_tensor(points)
-    if pts.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=pts.device)
-    uniq, inv = torch.unique(voxel_keys(pts, radius), return_inverse=True)
-    comp, _ = voxel_components(uniq, host_max)
-    return comp[inv]
-
-
-@dataclass
-class Candidates:
-    """Gaussians selected for one query, before instance separation (tensors on the field's device)."""
-
-    level: int
-    peak: float  # highest relevancy among selectable Gaussians at that level
-    cutoff: float  # relevancy a Gaussian needed to be selected
-    ids: torch.Tensor  # (S,) selected Gaussian indices
-    relevancy: torch.Tensor  # (S,) their relevancy
-    logit: torch.Tensor  # (S,) its logit (see logit_table)
-
-
-def select_candidates(field: "LanguageField", text: torch.Tensor, canonical: torch.Tensor, threshold: float,
-                      cfg: QueryConfig) -> list[Candidates]:
-    """The device-side part of 3D selection, for every query (no host copies of all N).
-
-    Only selectable Gaussians (opaque enough and observed: ``LanguageField.selectable``) count.
-    Level choice: the level whose highest relevancy among them is largest. Selection:
-    relevancy >= threshold, and a relevancy logit (:func:`logit_table`) >= lo +
-    relative_cutoff * (hi - lo) over the selectable Gaussians (LangSplat's normalise-and-cut
-    rule, applied to logits because the relevancy saturates). An empty ``ids`` means none
-    reached the threshold.
-
-    A Gaussian's relevancy is that of its codebook entry, so the statistics (hi, lo) are taken
-    over the K entries that selectable Gaussians use, and the cut is a (K,) table of passing
-    entries: the only work over all N Gaussians is one gather per query.
-    """
-    logit = logit_table(field, text, canonical)  # (Q, K)
-    ok, present = field.selectable(cfg.min_opacity, logit.shape[1])  # (N, L), (L, K)
-    hi = torch.where(present[None], logit[:, None, :], -2 * LOGIT_CLAMP).max(dim=2).values  # (Q, L)
-    lo = torch.where(present[None], logit[:, None, :], 2 * LOGIT_CLAMP).min(dim=2).values
-    levels = hi.argmax(dim=1)  # the level with the highest peak
-    rows = torch.arange(logit.shape[0], device=logit.device)
-    hi_q, lo_q = hi[rows, levels], lo[rows, levels]
-    stats = torch.stack([hi_q, lo_q + cfg.relative_cutoff * (hi_q - lo_q), levels.float()], 1).cpu().tolist()  # one sync
-    idx = field.code_index()
-    thr_logit = math.log(threshold / (1 - threshold)) if threshold < 1 else math.inf
-    out = []
-    for qi, (hi_l, cut_q, lvl_f) in enumerate(stats):
-        lvl = int(lvl_f)
-        best = 1.0 / (1.0 + math.exp(-hi_l)) if hi_l >= -LOGIT_CLAMP else 0.0  # no selectable Gaussian: 0
-        if best < threshold:
-            e = torch.empty(0, dtype=torch.long, device=logit.device)
-            out.append(Candidates(lvl, best, threshold, e, e.float(), e.float()))
-            continue
-        passing = logit[qi] >= max(cut_q, thr_logit)  # (K,) entries that pass
-        codes = idx[:, lvl]
-        ids = torch.nonzero(passing[codes] & ok[:, lvl]).squeeze(1)
-        lg = logit[qi][codes[ids]]
-        out.append(Candidates(lvl, best, max(threshold, 1.0 / (1.0 + math.exp(-cut_q))), ids, torch.sigmoid(lg), lg))
-    return out
+def answer_plan(field: "LanguageField", cfg: QueryConfig, codebook_size: int) -> AnswerPlan:
+    """The field's :class:`AnswerPlan` for these query settings (built once, kept on the field)."""
+    radius = cfg.cluster_radius if cfg.cluster_radius > 0 else max(3.0 * field.point_spacing(), cfg.min_cluster_radius)
+    use_labelled = cfg.instance_consensus_weight > 0 and field.labelled is not None
+    use_views = cfg.instance_views_weight > 0 and field.agree_views is not None
+    shape = AnswerShape(cap=0, radius=radius, relative_cutoff=cfg.relative_cutoff,
+                        min_points=cfg.min_instance_points, max_instances=cfg.max_instances, max_points=cfg.max_points,
+                        weights=RankWeights(cfg.instance_match_weight, cfg.instance_density_weight,
+                                            cfg.instance_consensus_weight, cfg.instance_views_weight), rounds=None)
+    key = (shape, float(cfg.min_opacity), int(codebook_size), bool(cfg.cuda_graph), use_labelled, use_views)
+    plans = field.plans()
+    if key not in plans:
+        tables = FieldTables.of(field, cfg.min_opacity, codebook_size, use_labelled, use_views)
+        start = min(1 << 14, 1 << max(0, (field.num_gaussians - 1).bit_length()))
+        mode = "graph" if cfg.cuda_graph and field.device.type == "cuda" else "eager"
+        plans[key] = AnswerPlan(tables, shape, codebook_size, mode=mode, start_cap=start)
+    return plans[key]
 
 
 def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor, canonical: torch.Tensor,
@@ -291,136 +150,45 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
     """3D answers: per query the instance with the most evidence, weighed by how well it matches
     (or "no match"); every other instance that passes is offered in ``alternatives``.
 
-    Selection as in :func:`select_candidates`; instances are :func:`connected_instances` of the
-    selected centres (cluster_radius); instances smaller than ``min_instance_points`` are noise.
-    An instance's evidence is the sum over its Gaussians of relevancy times observed weight (the
-    registration's blending weight at the answering level), so a large, well-seen, relevant
+    Selection (core/instances.py, :func:`~langx_ros.core.instances.select_mask`): only observed,
+    opaque enough Gaussians; the level with the highest peak; relevancy >= threshold and a logit
+    above LangSplat's relative cutoff. Instances are the connected components of the selected
+    centres' touching voxels (cluster_radius); instances smaller than ``min_instance_points`` are
+    noise. An instance's evidence is the sum over its Gaussians of relevancy times observed weight
+    (the registration's blending weight at the answering level), so a large, well-seen, relevant
     object beats a few stray Gaussians of high relevancy (which objects are relevant enough at
     all is the logit cutoff's decision); the rank weighs that evidence by the odds of the
-    instance's mean relevancy (:func:`_rank_instances`). Each point carries its Gaussian's
-    surface normal.
+    instance's mean relevancy and the views that agree (:func:`~langx_ros.core.instances.rank_keys`).
+    Each point carries its Gaussian's surface normal.
 
-    Per query the work over the selected Gaussians stays on the field's device: voxel keys, their
-    unique voxels, per-instance sums (one (I, C) reduction); the host gets the voxel graph when it
-    is small, the (I, C) sums, and the returned points in one transfer.
+    All of it runs on the field's device in fixed shapes, on CUDA as one replayed CUDA graph per
+    call (``query.cuda_graph``); the host gets the returned points and a few numbers per query.
     """
-    radius = cfg.cluster_radius if cfg.cluster_radius > 0 else max(3.0 * field.point_spacing(), cfg.min_cluster_radius)
-    means = field.params["means"].detach()
+    logits = logit_table(field, text, canonical)  # (Q, K)
+    if field.num_gaussians == 0:
+        return [_no_match(q, 0.0, threshold, field.levels[0], "the field has no Gaussians") for q in queries]
     out = []
-    for q, c in zip(queries, select_candidates(field, text, canonical, threshold, cfg)):
-        level = field.levels[c.level]
-        if c.ids.numel() == 0:
-            out.append(_no_match(q, c.peak, threshold, level, f"no match above threshold {threshold:.2f} (best {c.peak:.2f})"))
+    for q, res in zip(queries, answer_plan(field, cfg, logits.shape[1]).run(logits, threshold)):
+        level = field.levels[res.level]
+        if res.peak < threshold:
+            out.append(_no_match(q, res.peak, threshold, level, f"no match above threshold {threshold:.2f} (best {res.peak:.2f})"))
             continue
-        uniq, inv = torch.unique(voxel_keys(means[c.ids], radius), return_inverse=True)
-        comp, n_labels = voxel_components(uniq)
-        labels = comp[inv]  # (S,) instance of every candidate
-        cols, names = _evidence_columns(field, c, cfg)
-        agg = torch.zeros(n_labels, cols.shape[1], dtype=torch.float64, device=cols.device).index_add_(0, labels, cols)
-        sums = dict(zip(names, agg.cpu().numpy().T))  # one synchronisation: (I, C) sums
-        order, mass = _rank_instances(sums, cfg)
-        n_ok = int((mass >= 0).sum())
-        if n_ok == 0:
-            out.append(_no_match(q, c.peak, threshold, level,
-                                 f"only {int(c.ids.numel())} scattered Gaussians above {c.cutoff:.2f} (no group of >= {cfg.min_instance_points})"))
+        if res.passing == 0:
+            cutoff = max(threshold, 1.0 / (1.0 + math.exp(-res.cut_logit)))
+            out.append(_no_match(q, res.peak, threshold, level, f"only {res.selected} scattered Gaussians above {cutoff:.2f} "
+                                 f"(no group of >= {cfg.min_instance_points})"))
             continue
-        top = order[: min(cfg.max_instances, n_ok)]  # passing instances rank before the others
-        insts = _instances(field, q, threshold, level, c, labels, n_labels, top, sums["n"][top].astype(np.int64),
-                           mass[top].tolist(), n_ok, cfg)
+        insts = []
+        bounds = np.concatenate([[0], np.cumsum(res.counts)])
+        for rank, ev in enumerate(res.evidence.tolist()):
+            p = res.rows[bounds[rank]: bounds[rank + 1]]
+            rv = p[:, 9].copy()
+            insts.append(Match3D(q, True, float(rv.max()), threshold, level, res.passing, p[:, 0:3].copy(),
+                                 p[:, 3:6].astype(np.uint8), rv, res.gid[bounds[rank]: bounds[rank + 1]].copy(),
+                                 f"level {level}; instance {rank + 1} of {res.passing}; {len(p)} points; evidence {ev:.1f}",
+                                 normals=p[:, 6:9].copy(), rank=rank, evidence=ev))
         insts[0].alternatives = insts[1:]
         out.append(insts[0])
-    return out
-
-
-def _evidence_columns(field: "LanguageField", c: Candidates, cfg: QueryConfig) -> tuple[torch.Tensor, list[str]]:
-    """(S, C) float64 per-candidate terms whose per-instance sums :func:`_rank_instances` needs,
-    and their names: n (1), mass (relevancy x observed weight), w (the weight), logit (relevancy
-    logit x weight), and where the rank uses them and the field has them, labelled (the labelled
-    weight) and views (agreeing views x weight)."""
-    rel = c.relevancy
-    w = field.evidence[:, c.level][c.ids] if field.evidence is not None else torch.ones_like(rel)
-    cols = {"n": torch.ones_like(rel), "mass": rel * w, "w": w, "logit": c.logit * w}
-    if cfg.instance_consensus_weight > 0 and field.labelled is not None:
-        cols["labelled"] = field.labelled[:, c.level][c.ids]
-    if cfg.instance_views_weight > 0 and field.agree_views is not None:
-        cols["views"] = field.agree_views[:, c.level][c.ids] * w
-    return torch.stack(list(cols.values()), 1).double(), list(cols)
-
-
-def _rank_instances(sums: dict[str, np.ndarray], cfg: QueryConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Order of the instances, best first, and their evidence, -1 for groups smaller than
-    ``min_instance_points`` (those rank last). ``sums``: per-instance sums of the
-    :func:`_evidence_columns` (host arrays of length I).
-
-    Evidence = sum of relevancy x observed weight. The rank is by evidence x exp(w x m), m the
-    instance's weighted mean relevancy logit and w = ``instance_match_weight`` (for w = 1:
-    evidence times the odds of the instance's relevancy). Without it a large object that is
-    merely related to the query (a floral mug for "white mug": both names embed alike) outweighs
-    the small object the query names; with it, a logit 2.2 higher (the white mug, measured in
-    the kitchen) is worth 9x the evidence. ``instance_density_weight`` d > 0 multiplies by
-    (evidence per Gaussian)^d as well. Ties keep the instances' order (stable sort).
-
-    With the registration's per-Gaussian labelled weight and agreeing views,
-    ``instance_consensus_weight`` c multiplies by (sum weight / sum labelled)^c, the agreeing
-    share of what the views saw there, and ``instance_views_weight`` v by the weight-averaged
-    agreeing views^v (each term off at 0, or when the field lacks it).
-    """
-    n = sums["n"]
-    valid = n >= max(1, cfg.min_instance_points)
-    mass = np.where(valid, sums["mass"], -1.0)
-    if cfg.instance_match_weight <= 0 and cfg.instance_density_weight <= 0 and not ({"labelled", "views"} & set(sums)):
-        return np.argsort(-mass, kind="stable"), mass
-    wsum = np.maximum(sums["w"], 1e-12)
-    match = sums["logit"] / wsum
-    log_mass = np.log(np.maximum(mass, 1e-300))
-    key = log_mass + cfg.instance_match_weight * match
-    if cfg.instance_density_weight > 0:
-        key = key + cfg.instance_density_weight * (log_mass - np.log(np.maximum(n, 1.0)))
-    if "labelled" in sums:
-        key = key + cfg.instance_consensus_weight * np.log(np.clip(wsum / np.maximum(sums["labelled"], 1e-12), 1e-12, 1.0))
-    if "views" in sums:
-        key = key + cfg.instance_views_weight * np.log(np.maximum(sums["views"] / wsum, 1e-3))
-    key = np.where(valid, key, -np.inf)
-    return np.argsort(-key, kind="stable"), mass
-
-
-def _subsample_key(gid: torch.Tensor) -> torch.Tensor:
-    """A fixed pseudo-random key in [0, 2^32) per Gaussian id (a multiplicative hash, a bijection
-    of ids mod 2^32): the same Gaussians are kept whenever an instance is subsampled, on any device."""
-    return (gid * 2654435761) % 4294967296
-
-
-def _instances(field: "LanguageField", q: str, threshold: float, level: str, c: Candidates, labels: torch.Tensor,
-               n_labels: int, top: np.ndarray, sizes: np.ndarray, evidence: list[float], n_inst: int,
-               cfg: QueryConfig) -> list[Match3D]:
-    """The instances ``top`` (of the ``n_labels`` in ``labels``, best first; ``sizes`` their Gaussian
-    counts; ``n_inst`` of them pass) of a selection as Match3Ds, each subsampled to ``max_points``
-    (uniformly, by :func:`_subsample_key`), gathered and copied to the host at once."""
-    k = len(top)
-    dev = labels.device
-    rank_of = np.full(n_labels, k, np.int64)  # k = not returned
-    rank_of[top] = np.arange(k)
-    r = to_device(rank_of, dev)[labels]  # (S,) rank of each candidate's instance
-    counts = np.minimum(sizes, cfg.max_points)
-    order = torch.argsort((r << 32) + _subsample_key(c.ids))  # by instance rank, then by the fixed random key
-    if (sizes > cfg.max_points).any():  # drop each instance's points beyond max_points, keeping the order
-        start = to_device(np.concatenate([[0], np.cumsum(sizes)]), dev)
-        r_sorted = r[order]
-        keep = (r_sorted < k) & (torch.arange(order.shape[0], device=dev) - start[r_sorted] < cfg.max_points)
-        order = order[torch.argsort(keep.logical_not().to(torch.int32), stable=True)]
-    sel = order[: int(counts.sum())]
-    gid = c.ids[sel]
-    rows, gid = to_host(torch.cat([field.answer_table()[gid], c.relevancy[sel, None]], 1), gid)  # one wait
-    out = []
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    for rank in range(k):
-        o = bounds[rank] + np.argsort(gid[bounds[rank]: bounds[rank + 1]])  # by Gaussian id
-        p = rows[o]
-        rv = p[:, 9]
-        out.append(Match3D(q, True, float(rv.max()), threshold, level, n_inst, p[:, 0:3].copy(),
-                           p[:, 3:6].astype(np.uint8), rv.copy(), gid[o],
-                           f"level {level}; instance {rank + 1} of {n_inst}; {len(p)} points; evidence {evidence[rank]:.1f}",
-                           normals=p[:, 6:9].copy(), rank=rank, evidence=evidence[rank]))
     return out
 
 

@@ -47,7 +47,7 @@ def surface_instances(points: np.ndarray, gap: float = INSTANCE_GAP) -> np.ndarr
     """(K,) instance id of each surface point of one label (a label may name two sofas)."""
     import torch
 
-    from langx_ros.core.query import connected_instances
+    from langx_ros.core.instances import connected_instances
 
     return connected_instances(torch.as_tensor(np.asarray(points, np.float64)), gap / 2).numpy()
 

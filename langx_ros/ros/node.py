@@ -215,6 +215,10 @@ class LangxNode(Node):
         with self.state.lock:
             f = self.state.field
         if f is not None:
+            try:  # the first query then pays no plan building (CUDA graph capture)
+                self.engine.prepare_field(f)
+            except Exception as exc:  # noqa: BLE001 - the first query builds it then, and reports what fails
+                self.get_logger().warning(f"could not prepare 3D queries on the new field: {exc}")
             keep = ((f.opacities() >= self.cfg.query.min_opacity) & f.observed().any(1)).cpu().numpy()  # what queries can select
             pts = f.params["means"].detach().cpu().numpy()[keep]
             cols = f.colors_uint8()[keep]

@@ -39,6 +39,16 @@ def test_free_text_finds_labelled_objects(built):
     assert "oracle-feature protocol" in res.field.provenance_text() and "MiniLM" in res.field.provenance_text()
 
 
+def test_prepare_field_builds_the_plan_the_queries_then_use(built):
+    scene, engine, res = built
+    res.field.plans().clear()
+    engine.prepare_field(res.field)
+    (plan,) = res.field.plans().values()
+    assert plan.mode == "eager"  # on a CPU (on CUDA: "cuda-graph", test_instances.py)
+    before = engine.answer(res.field, ["couch"], 0.0)[0].match
+    assert list(res.field.plans().values()) == [plan] and before.found
+
+
 def test_request_errors_and_missing_instances(built):
     scene, engine, res = built
     with pytest.raises(QueryRequestError, match="no queries"):

@@ -6,54 +6,7 @@ import dataclasses
 import numpy as np
 
 from langx_ros.core.config import QueryConfig
-from langx_ros.core.query import box_filter, connected_instances, langsplat_map
-
-
-def test_connected_instances_separates_clusters():
-    rng = np.random.default_rng(0)
-    a = rng.normal(0, 0.02, (50, 3))
-    b = rng.normal(0, 0.02, (30, 3)) + [1, 0, 0]
-    labels = connected_instances(np.concatenate([a, b]), radius=0.2).tolist()
-    assert len(set(labels[:50])) == 1 and len(set(labels[50:])) == 1 and labels[0] != labels[50]
-    assert connected_instances(np.zeros((0, 3)), 0.1).shape == (0,)
-
-
-def test_connected_instances_links_every_close_pair_and_follows_long_chains():
-    from scipy.spatial import cKDTree
-
-    rng = np.random.default_rng(1)
-    # a long snake (step 0.05 < radius) must be one instance however far its ends are apart
-    t = np.linspace(0, 6 * np.pi, 400)
-    snake = np.c_[np.cos(t), np.sin(t), t / 10] * [1, 1, 1]
-    assert np.all(np.linalg.norm(np.diff(snake, axis=0), axis=1) < 0.1)
-    blobs = np.concatenate([rng.normal(0, 0.05, (200, 3)) + c for c in ([5, 0, 0], [5, 2, 0], [-4, -4, 1])])
-    pts = np.concatenate([snake, blobs])
-    labels = connected_instances(pts, radius=0.1).numpy()
-    assert len(set(labels[:400])) == 1
-    # every pair closer than the radius shares an instance; the far blobs stay apart
-    pairs = cKDTree(pts).query_pairs(0.1, output_type="ndarray")
-    assert np.all(labels[pairs[:, 0]] == labels[pairs[:, 1]])
-    assert len({labels[0], labels[400], labels[600], labels[800]}) == 4
-    assert labels.min() == 0 and labels.max() == len(set(labels.tolist())) - 1
-
-
-def test_host_and_device_voxel_components_number_the_same_way():
-    """Small voxel graphs are solved on the host (scipy), large ones on the device (label
-    propagation): both must give the same labels, numbered by each component's smallest voxel,
-    also for negative coordinates and far from the origin."""
-    import torch
-
-    rng = np.random.default_rng(2)
-    clouds = [rng.uniform(-3, 3, (3000, 3)), rng.normal(0, 0.3, (2000, 3)) + [-7e3, 4e3, -2.0],
-              np.concatenate([np.c_[np.linspace(-2, 2, 500), np.zeros(500), np.zeros(500)], rng.normal(5, 0.5, (500, 3))])]
-    for pts in clouds:
-        host = connected_instances(torch.as_tensor(pts), 0.12, host_max=10**9).numpy()
-        dev = connected_instances(torch.as_tensor(pts), 0.12, host_max=0).numpy()
-        assert len(set(host.tolist())) > 1
-        assert np.array_equal(host, dev)
-        key = np.floor(pts / 0.12).astype(np.int64)
-        smallest = [min(map(tuple, key[host == i])) for i in range(host.max() + 1)]
-        assert smallest == sorted(smallest)  # components numbered by their smallest (x, y, z) voxel
+from langx_ros.core.query import box_filter, langsplat_map
 
 
 def _field_with(means, evidence, normals=None):

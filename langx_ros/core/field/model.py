@@ -42,6 +42,7 @@ class LanguageField:
     _spacing: float | None = field(default=None, repr=False)
     _selectable: dict = field(default_factory=dict, repr=False)
     _answer_table: torch.Tensor | None = field(default=None, repr=False)
+    _plans: dict = field(default_factory=dict, repr=False)
 
     @property
     def device(self) -> torch.device:
@@ -91,6 +92,11 @@ class LanguageField:
                 present[lvl, idx[ok[:, lvl], lvl]] = True
             self._selectable[key] = (ok, present)
         return self._selectable[key]
+
+    def plans(self) -> dict:
+        """The field's cache of query plans (core/query.py ``answer_plan``); they read the field's
+        tensors in place, so a field is not changed once it answers queries."""
+        return self._plans
 
     @torch.no_grad()
     def surface_normals(self) -> torch.Tensor:
