@@ -59,6 +59,15 @@ def all_texts(scenes: list[LoadedScene], qcfg: QueryConfig) -> list[str]:
     return sorted(set(texts))
 
 
+def parse_value(current, text: str):
+    """A --variants value as the type of the setting it replaces (bool: true/false, 1/0)."""
+    if isinstance(current, bool):
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise SystemExit(f"--variants: '{text}' is not a boolean (true/false)")
+        return text.lower() in ("true", "1")
+    return type(current)(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", nargs="+", default=["lounge", "kitchen", "shelf", "synthetic"])
@@ -143,7 +152,7 @@ def main() -> None:
                 encoded = encode_queries(scene, enc, qcfg_s, fld.device, queries)
                 for v in a.variants:
                     sets = dict(kv.split("=", 1) for kv in v.split(","))
-                    vcfg = dataclasses.replace(qcfg_s, **{k: type(getattr(qcfg_s, k))(x) for k, x in sets.items()})
+                    vcfg = dataclasses.replace(qcfg_s, **{k: parse_value(getattr(qcfg_s, k), x) for k, x in sets.items()})
                     vs, _ = answer_3d(scene, fld, *encoded, vcfg)
                     r["selection_variants"][v] = {"summary": summarise(vs), "objects": [x.as_dict() for x in vs]}
                 if a.save_fields:
