@@ -142,10 +142,12 @@ def main() -> None:
             field.point_spacing()
             logits_ms = time_ms(lambda: logit_table(field, text, canon), dev)
             sync(dev)
+            mem0 = torch.cuda.memory_allocated() if dev == "cuda" else 0
             t0 = time.perf_counter()
             m = select_3d(field, ["q"], text, canon, cfg.threshold, cfg)[0]  # builds the plan (on CUDA: captures)
             sync(dev)
             first_ms = (time.perf_counter() - t0) * 1000
+            plan_mib = (torch.cuda.memory_allocated() - mem0) / 2**20 if dev == "cuda" else None
             plan = answer_plan(field, cfg, logit_table(field, text, canon).shape[1])
             res = plan.run(logit_table(field, text, canon), cfg.threshold)[0]
             radius = plan.shape.radius
@@ -166,7 +168,7 @@ def main() -> None:
                     times[k].append(time_ms(fn, dev, warmup=2, repeat=20))
             gpu_ms = graph_gpu_ms(plan) if plan.mode == "cuda-graph" else None
             row = {"device": dev, "gaussians": n, "mode": plan.mode, "code_index_once_ms": t_index, "logit_table_ms": logits_ms,
-                   "first_call_ms": first_ms, "graph_gpu_ms": gpu_ms,
+                   "first_call_ms": first_ms, "graph_gpu_ms": gpu_ms, "plan_memory_mib": plan_mib,
                    "selected": res.selected, "voxels": voxels, "returned_points": int(len(m.points)),
                    "instances_alone_ms": clus_ms, **{k: float(np.median(v)) for k, v in times.items()},
                    "per_round_ms": times}
@@ -178,7 +180,9 @@ def main() -> None:
                   + (f", baseline {row['select_3d_baseline_ms']:7.2f} ms" if baseline is not None else "")
                   + f"; 8 queries in one call {row['select_3d_8_queries_ms']:7.2f} ms; of it the logit table {logits_ms:.2f} ms"
                   + (f", the graph's GPU time {gpu_ms:.3f} ms" if gpu_ms is not None else "")
-                  + f"; first call (plan{' + capture' if gpu_ms is not None else ''}) {first_ms:.1f} ms; code index once {t_index:8.1f} ms")
+                  + f"; first call (plan{' + capture' if gpu_ms is not None else ''}) {first_ms:.1f} ms"
+                  + (f", {plan_mib:.0f} MiB kept (tables + graph)" if plan_mib is not None else "")
+                  + f"; code index once {t_index:8.1f} ms")
     # 2D at 640x480: relevancy + LangSplat mask from rendered codes (rendering reported apart)
     maps = []
     for dev in a.devices:

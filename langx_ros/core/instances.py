@@ -43,6 +43,10 @@ LOGIT_CLAMP = float(np.log((1 - 1e-6) / 1e-6))
 # label-propagation rounds inside a captured graph; a selection that needs more (a chain of
 # more than ~3^8 voxels) is finished eagerly (AnswerPlan checks convergence with the results)
 GRAPH_ROUNDS = 8
+# largest capacity captured: a graph keeps its buffers (~1 kB per candidate, the (cap, 27)
+# neighbour tables the largest) for the field's lifetime; a query selecting more Gaussians than
+# this runs eagerly, its memory freed afterwards
+GRAPH_MAX_CAP = 1 << 18
 
 
 def voxel_keys(points: torch.Tensor, radius: float) -> torch.Tensor:
@@ -367,7 +371,8 @@ class AnswerPlan:
 
     Built once per field and query settings (the field's tables are read in place, so the field
     must not change afterwards). On CUDA, :func:`answer` is captured per capacity (a power of
-    two, grown when a query selects more Gaussians than it holds) and replayed: the host copies
+    two, grown when a query selects more Gaussians than it holds, up to ``GRAPH_MAX_CAP``; larger
+    selections run eagerly) and replayed: the host copies
     the query's logits in, launches one graph, and queues the copies of its results; one wait per
     call. A selection whose components need more than ``GRAPH_ROUNDS`` propagation rounds is
     finished eagerly. If capture fails (an unsupported torch build), the plan logs a warning
@@ -460,7 +465,12 @@ class AnswerPlan:
         cap, (rows, gid, meta) = res
         meta = meta.numpy()
         if meta[3] > cap:
-            self._cap = max(self._cap, 1 << int(np.ceil(np.log2(meta[3]))))
+            need = 1 << int(np.ceil(np.log2(meta[3])))
+            if need > GRAPH_MAX_CAP:
+                return self._eager(row, thr_logit, threshold)
+            self._cap = max(self._cap, need)
+            for small in [c for c in self._graphs if c < self._cap]:  # outgrown: free their buffers
+                del self._graphs[small]
             return self._finish(row, self._replay(row[None], thr_logit, threshold)[0], thr_logit, threshold)
         if meta[5] == 0:
             return self._eager(row, thr_logit, threshold)

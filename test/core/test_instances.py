@@ -149,6 +149,19 @@ def test_fixed_shape_replays_answer_as_the_eager_pipeline_also_when_buffers_grow
     assert any(r.passing > 1 for r in want) and any(len(r.counts) for r in want)
 
 
+def test_selections_beyond_the_largest_graph_run_eagerly_and_outgrown_graphs_are_freed(monkeypatch):
+    import langx_ros.core.instances as inst
+
+    monkeypatch.setattr(inst, "GRAPH_MAX_CAP", 64)
+    f, logits = _multi_object_field(1)
+    fixed, eager = _plan(f, 32, "graph", 8), _plan(f, 32, "eager", 8)
+    got, want = fixed.run(logits, 0.5), eager.run(logits, 0.5)
+    assert max(r.selected for r in want) > 64 and min(r.selected for r in want) <= 64
+    for a, b in zip(got, want):
+        _same(a, b)
+    assert fixed._cap <= 64 and list(fixed._graphs) == [fixed._cap]
+
+
 def test_answer_reports_a_selection_larger_than_its_buffers():
     f, logits = _multi_object_field(0)
     plan = _plan(f, 32, "eager", 8)
