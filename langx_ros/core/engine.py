@@ -10,6 +10,7 @@ text encoder used for a query is the one the field was built with (recorded in i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Sequence
@@ -22,7 +23,7 @@ from langx_ros.core.config_fields import bounds
 from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.field.model import LanguageField
 from langx_ros.core.frames import Frame, FrameError
-from langx_ros.core.instances import LOGIT_CLAMP
+from langx_ros.core.instances import LOGIT_CLAMP, CaptureGate
 from langx_ros.core.query import (Map2D, Match3D, QueryRequestError, answer_plan, instance_mask, prepare_queries, query_2d,
                                   select_3d)
 from langx_ros.core.reconstruct import CancelFn, ProgressFn, ReconstructResult, reconstruct
@@ -58,11 +59,22 @@ class Answer:
     mask: np.ndarray | None = None  # (H, W) bool: the 3D answer seen from the camera (found matches only)
 
 
+def _on_gpu(method):
+    """Runs an Engine method as a registered user of its CaptureGate (no CUDA graph is captured
+    in another thread meanwhile)."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with self.gpu.use():
+            return method(self, *args, **kwargs)
+    return wrapped
+
+
 class Engine:
     def __init__(self, cfg: LangxConfig, device: torch.device | str):
         self.cfg = cfg
         self.device = torch.device(device)
         self._lock = threading.Lock()
+        self.gpu = CaptureGate()  # every GPU use of the engine (and of the node through it) registers here
         self._clip = None  # (SemanticSource, ClipModel)
         self._minilm = None
         self._trimap = None  # KeyframeInterpolator (large: loaded only when a reconstruction asks for it)
@@ -96,6 +108,7 @@ class Engine:
                 self._trimap = load_interpolator(folder, self.cfg.trimap, self.device)
             return self._trimap
 
+    @_on_gpu
     def preload(self) -> str:
         """Load the models the configured semantics source answers with (the text encoder, and for
         'clip' SAM2 + open_clip) and warm them with the canonical phrases, so the first query is as
@@ -138,6 +151,7 @@ class Engine:
                              f"{len(ids)} {'given' if keyframe_ids else 'captured (call ~/capture_keyframe)'}")
         return ids
 
+    @_on_gpu
     def build(self, frames: Sequence[Frame], iterations: int = 0, progress: ProgressFn | None = None,
               cancel: CancelFn | None = None, use_trimap: bool = False) -> ReconstructResult:
         """A LanguageField from posed frames, with the configured semantics source (and TriMap
@@ -169,14 +183,16 @@ class Engine:
         return res
 
     # ---- querying -----------------------------------------------------------------------------
+    @_on_gpu
     def prepare_field(self, field: LanguageField) -> None:
         """Build the field's 3D answer plan for the configured query settings now (on CUDA its
         CUDA graph is captured by one query that selects nothing), so that the first real query
         does not pay for it: 15 ms on an H100 at 1M Gaussians, 0.3 s in a process that has not
         run those kernels yet (bench/query.py, "first call")."""
         k = int(field.codebook_features().shape[0])
-        answer_plan(field, self.cfg.query, k).run(torch.full((1, k), -LOGIT_CLAMP, device=field.device), self.cfg.query.threshold)
+        answer_plan(field, self.cfg.query, k, self.gpu).run(torch.full((1, k), -LOGIT_CLAMP, device=field.device), self.cfg.query.threshold)
 
+    @_on_gpu
     def answer(self, field: LanguageField, queries: Sequence[str], threshold: float, camera: Camera | None = None,
                return_masks: bool = True, all_instances: bool = False) -> list[Answer]:
         """3D matches (and 2D maps at ``camera``) for each query; request errors raise QueryRequestError.
@@ -190,7 +206,7 @@ class Engine:
         canon = torch.as_tensor(enc.encode(list(self.cfg.query.canonical_phrases)), device=field.device)
         if text.shape[1] != field.codebook_features().shape[1]:
             raise QueryRequestError(f"the field's features are {field.codebook_features().shape[1]}-d but the text encoder gives {text.shape[1]}-d")
-        best = select_3d(field, req.queries, text, canon, req.threshold, self.cfg.query)
+        best = select_3d(field, req.queries, text, canon, req.threshold, self.cfg.query, self.gpu)
         views: list[Map2D | None] = [None] * len(best)
         if camera is not None and return_masks:
             views = query_2d(field, req.queries, camera.viewmat, camera.K, camera.width, camera.height, text, canon, self.cfg.query)

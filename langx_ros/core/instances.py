@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -328,6 +330,54 @@ def answer(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, thresho
     return rows, gid, meta
 
 
+class CaptureGate:
+    """Keeps CUDA graph captures apart from every other GPU use that goes through it.
+
+    While one thread captures, other threads' ordinary CUDA calls fail or spoil the capture
+    (measured on an H100, torch 2.11: two threads querying and one training while another thread
+    captured gave "Cannot copy between CPU and CUDA tensors during CUDA graph capture" in the
+    others and an invalidated capture). So GPU work registers with :meth:`use` (shared, waits
+    only while a capture runs), and :meth:`capture` succeeds only when the calling thread is the
+    only user; otherwise the plan answers eagerly this time and captures on a later call. The
+    Engine owns one gate for all its GPU work (building, answering, loading, publishing).
+    """
+
+    def __init__(self):
+        self._cv = threading.Condition()
+        self._users: dict[int, int] = {}  # thread id -> nested uses
+        self._capturing = False
+
+    @contextmanager
+    def use(self) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._cv:
+            self._cv.wait_for(lambda: not self._capturing or self._users.get(me, 0) > 0)
+            self._users[me] = self._users.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._users[me] -= 1
+                if self._users[me] == 0:
+                    del self._users[me]
+                self._cv.notify_all()
+
+    @contextmanager
+    def capture(self) -> Iterator[bool]:
+        """Yields True (and keeps other users out) if no other thread uses the GPU now, else False."""
+        me = threading.get_ident()
+        with self._cv:
+            ok = not self._capturing and all(t == me for t in self._users)
+            self._capturing = self._capturing or ok
+        try:
+            yield ok
+        finally:
+            if ok:
+                with self._cv:
+                    self._capturing = False
+                    self._cv.notify_all()
+
+
 @dataclass
 class AnswerResult:
     """One query's answer on the host (see :func:`answer`)."""
@@ -375,12 +425,14 @@ class AnswerPlan:
     selections run eagerly) and replayed: the host copies
     the query's logits in, launches one graph, and queues the copies of its results; one wait per
     call. A selection whose components need more than ``GRAPH_ROUNDS`` propagation rounds is
-    finished eagerly. If capture fails (an unsupported torch build), the plan logs a warning
-    and answers eagerly (``mode`` says which).
+    finished eagerly. With a :class:`CaptureGate`, a capture waits for a moment when no other
+    thread uses the GPU (until then the query is answered eagerly). If capture fails (an
+    unsupported torch build), the plan logs a warning and answers eagerly from then on (``mode``
+    says which).
     """
 
     def __init__(self, tables: FieldTables, shape: AnswerShape, codebook_size: int, mode: str = "graph",
-                 start_cap: int = 1 << 14):
+                 start_cap: int = 1 << 14, gate: CaptureGate | None = None):
         if mode not in ("graph", "eager"):
             raise ValueError(f"AnswerPlan mode must be 'graph' or 'eager', not {mode!r}")
         if not 0 < shape.max_instances < (1 << 15) - 1:
@@ -395,6 +447,7 @@ class AnswerPlan:
         self._cap = start_cap
         self._graphs: dict[int, tuple] = {}
         self._lock = threading.Lock()
+        self._gate = gate  # None: this process captures whenever it needs to (a script, one thread)
 
     @torch.no_grad()
     def run(self, logits: torch.Tensor, threshold: float) -> list[AnswerResult]:
@@ -406,6 +459,8 @@ class AnswerPlan:
                 try:
                     return [self._finish(row, res, thr_logit, threshold)
                             for row, res in zip(logits, self._replay(logits, thr_logit, threshold))]
+                except _NotNow:  # other threads use the GPU: capture on a later call
+                    pass
                 except RuntimeError as exc:  # capture unsupported here: answer eagerly, and say so
                     log.warning("3D answers: CUDA graph capture failed (%s); answering eagerly", exc)
                     self.mode = "eager"
@@ -427,20 +482,28 @@ class AnswerPlan:
             static = (torch.zeros(self.k, device=dev), torch.zeros((), device=dev), torch.zeros((), device=dev))
             shape = replace(self.shape, cap=cap, rounds=GRAPH_ROUNDS)
             if self.mode == "cuda-graph":
-                side = torch.cuda.Stream(dev)
-                side.wait_stream(torch.cuda.current_stream(dev))
-                with torch.cuda.stream(side):  # warm-up outside the capture (allocator, kernels)
-                    answer(self.t, *static, shape)
-                torch.cuda.current_stream(dev).wait_stream(side)
-                graph = torch.cuda.CUDAGraph()
-                # thread_local: a reconstruction running in another thread keeps its CUDA calls
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    outs = answer(self.t, *static, shape)
+                with self._gate.capture() if self._gate is not None else _always() as ok:
+                    if not ok:
+                        raise _NotNow()
+                    graph, outs = self._capture(static, shape)
             else:
                 outs = answer(self.t, *static, shape)
                 graph = _Rerun(lambda: answer(self.t, *static, shape), outs)
             self._graphs[cap] = (graph, static, outs)
         return self._graphs[cap]
+
+    def _capture(self, static: tuple, shape: AnswerShape) -> tuple:
+        """(graph, outputs) of :func:`answer` captured on CUDA, after a warm-up run on a side stream."""
+        dev = self.device
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):  # warm-up outside the capture (allocator, kernels)
+            answer(self.t, *static, shape)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            outs = answer(self.t, *static, shape)
+        return graph, outs
 
     def _replay(self, logits: torch.Tensor, thr_logit: float, threshold: float) -> list[tuple]:
         """Replays the graph for every row, queueing each result's copy to the host; one wait."""
@@ -486,3 +549,12 @@ class _Rerun:
     def replay(self) -> None:
         for o, n in zip(self.outs, self.fn()):
             o.copy_(n)
+
+
+class _NotNow(Exception):
+    """A capture must wait: other threads use the GPU."""
+
+
+@contextmanager
+def _always() -> Iterator[bool]:
+    yield True

@@ -11,7 +11,7 @@ import torch
 
 from langx_ros.core.boxes import OrientedBox, oriented_box
 from langx_ros.core.config import QueryConfig
-from langx_ros.core.instances import LOGIT_CLAMP, AnswerPlan, AnswerShape, FieldTables, RankWeights
+from langx_ros.core.instances import LOGIT_CLAMP, AnswerPlan, AnswerShape, CaptureGate, FieldTables, RankWeights
 
 if TYPE_CHECKING:
     from langx_ros.core.field.model import LanguageField
@@ -126,8 +126,9 @@ def relevancy_table(field: "LanguageField", text: torch.Tensor, canonical: torch
     return torch.sigmoid(logit_table(field, text, canonical))
 
 
-def answer_plan(field: "LanguageField", cfg: QueryConfig, codebook_size: int) -> AnswerPlan:
-    """The field's :class:`AnswerPlan` for these query settings (built once, kept on the field)."""
+def answer_plan(field: "LanguageField", cfg: QueryConfig, codebook_size: int, gate: CaptureGate | None = None) -> AnswerPlan:
+    """The field's :class:`AnswerPlan` for these query settings (built once, kept on the field;
+    ``gate``: see :class:`~langx_ros.core.instances.CaptureGate`, None for single-threaded use)."""
     radius = cfg.cluster_radius if cfg.cluster_radius > 0 else max(3.0 * field.point_spacing(), cfg.min_cluster_radius)
     use_labelled = cfg.instance_consensus_weight > 0 and field.labelled is not None
     use_views = cfg.instance_views_weight > 0 and field.agree_views is not None
@@ -141,12 +142,12 @@ def answer_plan(field: "LanguageField", cfg: QueryConfig, codebook_size: int) ->
         tables = FieldTables.of(field, cfg.min_opacity, codebook_size, use_labelled, use_views)
         start = min(1 << 14, 1 << max(0, (field.num_gaussians - 1).bit_length()))
         mode = "graph" if cfg.cuda_graph and field.device.type == "cuda" else "eager"
-        plans[key] = AnswerPlan(tables, shape, codebook_size, mode=mode, start_cap=start)
+        plans[key] = AnswerPlan(tables, shape, codebook_size, mode=mode, start_cap=start, gate=gate)
     return plans[key]
 
 
 def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor, canonical: torch.Tensor,
-              threshold: float, cfg: QueryConfig) -> list[Match3D]:
+              threshold: float, cfg: QueryConfig, gate: CaptureGate | None = None) -> list[Match3D]:
     """3D answers: per query the instance with the most evidence, weighed by how well it matches
     (or "no match"); every other instance that passes is offered in ``alternatives``.
 
@@ -163,12 +164,14 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
 
     All of it runs on the field's device in fixed shapes, on CUDA as one replayed CUDA graph per
     call (``query.cuda_graph``); the host gets the returned points and a few numbers per query.
+    Where other threads use the GPU too, pass their :class:`~langx_ros.core.instances.CaptureGate`
+    (the Engine does).
     """
     logits = logit_table(field, text, canonical)  # (Q, K)
     if field.num_gaussians == 0:
         return [_no_match(q, 0.0, threshold, field.levels[0], "the field has no Gaussians") for q in queries]
     out = []
-    for q, res in zip(queries, answer_plan(field, cfg, logits.shape[1]).run(logits, threshold)):
+    for q, res in zip(queries, answer_plan(field, cfg, logits.shape[1], gate).run(logits, threshold)):
         level = field.levels[res.level]
         if res.peak < threshold:
             out.append(_no_match(q, res.peak, threshold, level, f"no match above threshold {threshold:.2f} (best {res.peak:.2f})"))

@@ -17,6 +17,7 @@ from rclpy.node import Node
 from langx_interfaces.srv import FieldFile
 from langx_ros.core.atomic import recover_dirs
 from langx_ros.core.field.io import is_saved_field, load_field, save_field
+from langx_ros.core.instances import CaptureGate
 from langx_ros.ros.state import NodeState
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")  # no leading dot: hidden names are the store's own
@@ -26,9 +27,9 @@ class FieldStore:
     """Serves the two services for ``node``; ``loaded()`` runs after a field was loaded."""
 
     def __init__(self, node: Node, folder: str, state: NodeState, device: torch.device, loaded: Callable[[], None],
-                 qos, callback_group):
+                 qos, callback_group, gpu: CaptureGate):
         self.root = Path(os.path.expanduser(folder))
-        self.state, self.device, self._loaded = state, device, loaded
+        self.state, self.device, self._loaded, self._gpu = state, device, loaded, gpu
         for what in recover_dirs(self.root, is_saved_field):
             node.get_logger().warning(f"saved fields at start: {what}")
         node.create_service(FieldFile, "~/save_field", self._on_save, qos_profile=qos, callback_group=callback_group)
@@ -48,7 +49,8 @@ class FieldStore:
             path = self.path(request.name)
             if f is None:
                 raise ValueError("no field to save yet")
-            save_field(f, path)
+            with self._gpu.use():  # copies from the GPU: no CUDA graph capture meanwhile
+                save_field(f, path)
         except (ValueError, OSError) as exc:
             response.success, response.message = False, str(exc)
             return response
@@ -60,7 +62,8 @@ class FieldStore:
             path = self.path(request.name)
             if not path.is_dir():
                 raise ValueError(f"no saved field named '{request.name}' in {self.root}")
-            f = load_field(path, self.device)
+            with self._gpu.use():  # copies to the GPU: no CUDA graph capture meanwhile
+                f = load_field(path, self.device)
         except (ValueError, OSError) as exc:
             response.success, response.message = False, str(exc)
             return response

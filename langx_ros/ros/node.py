@@ -126,7 +126,8 @@ class LangxNode(Node):
             self, self.engine, self._field_or_error, self._view,
             lambda: (m := self._inputs.latest_matched()) is not None and m.pose is not None,
             self._world_header, self._provenance, self._warn, nc, srv_qos, group)
-        self._store = FieldStore(self, nc.field_directory, self.state, self.device, self._field_changed, srv_qos, group)
+        self._store = FieldStore(self, nc.field_directory, self.state, self.device, self._field_changed, srv_qos, group,
+                                 self.engine.gpu)
         self._action = ReconstructAction(self, self.engine, self.state,
                                          lambda new: self._field_changed() if new else self._publish_status(),
                                          self._refresh_weights, srv_qos, group)
@@ -219,10 +220,12 @@ class LangxNode(Node):
                 self.engine.prepare_field(f)
             except Exception as exc:  # noqa: BLE001 - the first query builds it then, and reports what fails
                 self.get_logger().warning(f"could not prepare 3D queries on the new field: {exc}")
-            keep = ((f.opacities() >= self.cfg.query.min_opacity) & f.observed().any(1)).cpu().numpy()  # what queries can select
-            pts = f.params["means"].detach().cpu().numpy()[keep]
-            cols = f.colors_uint8()[keep]
-            self._field_pub.publish(cloud_to_msg(pts, cols, None, self._world_header(), f.surface_normals().cpu().numpy()[keep]))
+            with self.engine.gpu.use():  # no CUDA graph capture in another thread meanwhile
+                keep = ((f.opacities() >= self.cfg.query.min_opacity) & f.observed().any(1)).cpu().numpy()  # what queries can select
+                pts = f.params["means"].detach().cpu().numpy()[keep]
+                cols = f.colors_uint8()[keep]
+                normals = f.surface_normals().cpu().numpy()[keep]
+            self._field_pub.publish(cloud_to_msg(pts, cols, None, self._world_header(), normals))
         self._publish_status()
 
     def _world_header(self) -> Header:

@@ -182,3 +182,44 @@ def test_cuda_graph_answers_equal_the_eager_ones():
                 assert (a.level, a.selected, a.passing) == (b.level, b.selected, b.passing)
                 assert np.array_equal(a.gid, b.gid) and np.allclose(a.rows, b.rows)
         assert graph.mode == "cuda-graph" and len(graph._graphs) >= 1
+
+
+def test_capture_gate_captures_only_while_no_other_thread_uses_the_gpu():
+    """A capture is refused while another thread uses the GPU, allowed for a thread that is the
+    only user (itself inside use()), and other threads entering use() wait until it ends."""
+    import threading
+    import time
+
+    from langx_ros.core.instances import CaptureGate
+
+    gate = CaptureGate()
+    entered, release = threading.Event(), threading.Event()
+
+    def other():
+        with gate.use():
+            entered.set()
+            release.wait(5)
+
+    t = threading.Thread(target=other)
+    t.start()
+    assert entered.wait(5)
+    with gate.capture() as ok:
+        assert not ok  # the other thread is using the GPU
+    release.set()
+    t.join(5)
+    order = []
+
+    def late():
+        with gate.use():
+            order.append("late user")
+
+    with gate.use(), gate.capture() as ok:
+        assert ok  # this thread is the only user
+        waiting = threading.Thread(target=late)
+        waiting.start()
+        time.sleep(0.2)
+        order.append("capture done")
+    waiting.join(5)
+    assert order == ["capture done", "late user"]
+    with gate.capture() as ok:
+        assert ok  # nobody uses it
