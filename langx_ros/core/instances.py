@@ -17,8 +17,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -45,9 +44,9 @@ LOGIT_CLAMP = float(np.log((1 - 1e-6) / 1e-6))
 # label-propagation rounds inside a captured graph; a selection that needs more (a chain of
 # more than ~3^8 voxels) is finished eagerly (AnswerPlan checks convergence with the results)
 GRAPH_ROUNDS = 8
-# largest capacity captured: a graph keeps its buffers (~1 kB per candidate, the (cap, 27)
-# neighbour tables the largest) for the field's lifetime; a query selecting more Gaussians than
-# this runs eagerly, its memory freed afterwards
+# largest capacity captured: a graph keeps its memory pool (buffers proportional to the capacity,
+# the (cap, 27) int64 neighbour tables the largest) for the field's lifetime; a query selecting
+# more Gaussians than this runs eagerly, its memory freed afterwards
 GRAPH_MAX_CAP = 1 << 18
 
 
@@ -269,6 +268,23 @@ def evidence_columns(t: FieldTables, ids: torch.Tensor, lvl: torch.Tensor, lg: t
     return {name: c.double() for name, c in cols.items()}
 
 
+def compact(mask: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The indices of the True entries of ``mask`` (N,), ascending, in ``cap`` slots: ids (cap,)
+    (padding points at a valid index), real (cap,) bool, and the 0-d count (may exceed cap: the
+    rest is cut). Fixed capacity: the j-th True entry is the first index whose running count
+    reaches j + 1 (no host wait); ``cap`` 0: exactly as many slots as entries (``nonzero``, a
+    host wait; eager only)."""
+    dev = mask.device
+    if cap > 0:
+        csum = torch.cumsum(mask, 0)
+        slots = torch.arange(cap, device=dev)
+        return torch.searchsorted(csum, slots + 1).clamp_(max=mask.shape[0] - 1), slots < csum[-1], csum[-1]
+    ids = torch.nonzero(mask).squeeze(1)
+    n = ids.shape[0]
+    slots = torch.arange(max(1, n), device=dev)
+    return torch.cat([ids, ids.new_zeros(max(1, n) - n)]), slots < n, torch.tensor(n, device=dev)
+
+
 def answer(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, threshold: torch.Tensor,
            shape: AnswerShape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One query's 3D answer in fixed shapes (capturable when ``shape.rounds`` is set).
@@ -287,20 +303,9 @@ def answer(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, thresho
     dev = logit.device
     k = shape.max_instances
     mask, codes, lvl, peak, cut, logit_ext = select_mask(t, logit, thr_logit, threshold, shape.relative_cutoff)
-    if shape.cap > 0:  # fixed capacity: the j-th selected Gaussian is the first index whose running count reaches j + 1
-        cap = shape.cap
-        csum = torch.cumsum(mask, 0)
-        selected = csum[-1]
-        slots = torch.arange(cap, device=dev)
-        real = slots < selected
-        ids = torch.searchsorted(csum, slots + 1).clamp_(max=mask.shape[0] - 1)
-    else:  # exactly the selection (eager: a host wait)
-        ids = torch.nonzero(mask).squeeze(1)
-        cap = max(1, ids.shape[0])
-        selected = torch.tensor(ids.shape[0], device=dev)
-        ids = torch.cat([ids, ids.new_zeros(cap - ids.shape[0])])
-        slots = torch.arange(cap, device=dev)
-        real = slots < selected
+    ids, real, selected = compact(mask, shape.cap)
+    cap = ids.shape[0]
+    slots = torch.arange(cap, device=dev)
     lg = logit_ext[codes[ids]]
     cols = evidence_columns(t, ids, lvl, lg, real)
     keys = torch.where(real, voxel_keys(t.means[ids], shape.radius), EMPTY_KEY)

@@ -162,6 +162,20 @@ def test_selections_beyond_the_largest_graph_run_eagerly_and_outgrown_graphs_are
     assert fixed._cap <= 64 and list(fixed._graphs) == [fixed._cap]
 
 
+def test_compact_lists_the_selected_indices_in_fixed_or_exact_slots():
+    from langx_ros.core.instances import compact
+
+    mask = torch.tensor([0, 1, 1, 0, 0, 1, 0, 1, 1, 1], dtype=torch.bool)
+    ids, real, n = compact(mask, 4)  # fewer slots than selected: the first four, the count says 6
+    assert ids.tolist() == [1, 2, 5, 7] and real.tolist() == [True] * 4 and int(n) == 6
+    ids, real, n = compact(mask, 8)
+    assert ids[real].tolist() == [1, 2, 5, 7, 8, 9] and real.tolist() == [True] * 6 + [False] * 2 and int(n) == 6
+    ids, real, n = compact(mask, 0)
+    assert ids.tolist() == [1, 2, 5, 7, 8, 9] and bool(real.all()) and int(n) == 6
+    ids, real, n = compact(torch.zeros(5, dtype=torch.bool), 0)
+    assert ids.shape == (1,) and not bool(real.any()) and int(n) == 0
+
+
 def test_answer_reports_a_selection_larger_than_its_buffers():
     f, logits = _multi_object_field(0)
     plan = _plan(f, 32, "eager", 8)
