@@ -148,11 +148,12 @@ def main() -> None:
             sync(dev)
             first_ms = (time.perf_counter() - t0) * 1000
             plan_mib = (torch.cuda.memory_allocated() - mem0) / 2**20 if dev == "cuda" else None
-            plan = answer_plan(field, cfg, logit_table(field, text, canon).shape[1])
-            res = plan.run(logit_table(field, text, canon), cfg.threshold)[0]
+            logits = logit_table(field, text, canon)
+            plan = answer_plan(field, cfg, logits.shape[1])
+            res = plan.run(logits, cfg.threshold)[0]
             radius = plan.shape.radius
             sel = field.params["means"][torch.as_tensor(res.gid, device=dev)] if len(res.gid) else field.params["means"][:0]
-            voxels = int(torch.unique(torch.floor(sel / radius), dim=0).shape[0])
+            voxels = int(torch.unique(torch.floor(sel / radius), dim=0).shape[0])  # of the returned points
             clus_ms = time_ms(lambda: connected_instances(sel, radius), dev, warmup=1, repeat=5)
             eager = select_3d(field, ["q"], text, canon, cfg.threshold, eager_cfg)[0]
             assert same_answer(m, eager), "the eager pipeline answers differently"
@@ -169,14 +170,14 @@ def main() -> None:
             gpu_ms = graph_gpu_ms(plan) if plan.mode == "cuda-graph" else None
             row = {"device": dev, "gaussians": n, "mode": plan.mode, "code_index_once_ms": t_index, "logit_table_ms": logits_ms,
                    "first_call_ms": first_ms, "graph_gpu_ms": gpu_ms, "plan_memory_mib": plan_mib,
-                   "selected": res.selected, "voxels": voxels, "returned_points": int(len(m.points)),
+                   "selected": res.selected, "returned_voxels": voxels, "returned_points": int(len(m.points)),
                    "instances_alone_ms": clus_ms, **{k: float(np.median(v)) for k, v in times.items()},
                    "per_round_ms": times}
             rows.append(row)
             if a.profile and n == max(a.sizes):
                 profile_select_3d(field, text, canon, cfg, dev)
             print(f"{dev:5s} N={n:>9,d}: select_3d {row['select_3d_ms']:7.2f} ms ({plan.mode}; {res.selected} selected, "
-                  f"{voxels} voxels, {len(m.points)} points returned), kernels one by one {row['select_3d_eager_ms']:7.2f} ms"
+                  f"{len(m.points)} points returned in {voxels} voxels), kernels one by one {row['select_3d_eager_ms']:7.2f} ms"
                   + (f", baseline {row['select_3d_baseline_ms']:7.2f} ms" if baseline is not None else "")
                   + f"; 8 queries in one call {row['select_3d_8_queries_ms']:7.2f} ms; of it the logit table {logits_ms:.2f} ms"
                   + (f", the graph's GPU time {gpu_ms:.3f} ms" if gpu_ms is not None else "")

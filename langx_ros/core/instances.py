@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterator
 
@@ -305,7 +305,6 @@ def answer(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, thresho
     mask, codes, lvl, peak, cut, logit_ext = select_mask(t, logit, thr_logit, threshold, shape.relative_cutoff)
     ids, real, selected = compact(mask, shape.cap)
     cap = ids.shape[0]
-    slots = torch.arange(cap, device=dev)
     lg = logit_ext[codes[ids]]
     cols = evidence_columns(t, ids, lvl, lg, real)
     keys = torch.where(real, voxel_keys(t.means[ids], shape.radius), EMPTY_KEY)
@@ -324,7 +323,7 @@ def answer(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, thresho
     # candidates are in ascending Gaussian id, so a stable sort by rank (16-bit keys: a short radix
     # sort) orders them by rank, then id
     sel = torch.sort(r.to(torch.int16), stable=True).indices
-    count = torch.diff(torch.searchsorted(r[sel], torch.arange(k + 1, device=dev)), append=slots.new_full((1,), cap))
+    count = torch.diff(torch.searchsorted(r[sel], torch.arange(k + 1, device=dev)), append=ids.new_full((1,), cap))
     gid = ids[sel]
     rows = torch.cat([t.answer[gid], torch.sigmoid(lg[sel])[:, None]], 1)
     ev = torch.zeros(k, dtype=torch.float64, device=dev)
@@ -487,7 +486,7 @@ class AnswerPlan:
             static = (torch.zeros(self.k, device=dev), torch.zeros((), device=dev), torch.zeros((), device=dev))
             shape = replace(self.shape, cap=cap, rounds=GRAPH_ROUNDS)
             if self.mode == "cuda-graph":
-                with self._gate.capture() if self._gate is not None else _always() as ok:
+                with self._gate.capture() if self._gate is not None else nullcontext(True) as ok:
                     if not ok:
                         raise _NotNow()
                     graph, outs = self._capture(static, shape)
@@ -558,8 +557,3 @@ class _Rerun:
 
 class _NotNow(Exception):
     """A capture must wait: other threads use the GPU."""
-
-
-@contextmanager
-def _always() -> Iterator[bool]:
-    yield True
