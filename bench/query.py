@@ -3,7 +3,8 @@ apart, and 2D relevancy + mask at 640x480.
 
 The field is built with random LQC weights, codes and codebook features (speed does not depend
 on them): 1% of the Gaussians, one spatial blob, carry the code the query text matches, so selection and instance
-separation do real work. select_3d is timed as the product runs it (on CUDA: the replayed CUDA
+separation do real work; each Gaussian owns two surface samples, which the answer returns
+(``query.points: surface``; ``centres`` is timed beside it). select_3d is timed as the product runs it (on CUDA: the replayed CUDA
 graph), with ``query.cuda_graph`` off (the same kernels launched one by one), and, with
 ``--baseline FILE``, the select_3d of another query.py (an earlier commit's:
 ``git show REV:langx_ros/core/query.py > FILE``), interleaved in the same run on the same field,
@@ -24,12 +25,14 @@ from _util import sync, time_ms, write_json
 
 from langx_ros.core.config import QueryConfig
 from langx_ros.core.field.model import LanguageField
+from langx_ros.core.field.surface import SurfaceSamples
 from langx_ros.core.lqc import LQC, LQCConfig
 from langx_ros.core.instances import connected_instances
 from langx_ros.core.query import answer_plan, langsplat_map, logit_table, relevancy_from_codes, select_3d
 
 
-def make_field(n: int, device: str, levels: int = 3, seed: int = 0) -> tuple[LanguageField, torch.Tensor, torch.Tensor]:
+def make_field(n: int, device: str, levels: int = 3, seed: int = 0,
+               samples_per_gaussian: int = 2) -> tuple[LanguageField, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     lqc = LQC(LQCConfig()).eval()
     with torch.no_grad():
@@ -47,8 +50,13 @@ def make_field(n: int, device: str, levels: int = 3, seed: int = 0) -> tuple[Lan
         "sem": codes.reshape(n, levels * 3),
     }
     evidence = torch.rand(n, levels, generator=g) * 5  # every Gaussian observed (the selection still applies the mask)
+    # surface samples (core/field/surface.py): samples_per_gaussian key-frame points beside each centre
+    owner = np.repeat(np.arange(n), samples_per_gaussian)
+    pts = means.numpy()[owner] + 0.002 * np.random.default_rng(seed).standard_normal((len(owner), 3)).astype(np.float32)
+    surface = SurfaceSamples(pts.astype(np.float32), np.full((len(owner), 3), 128, np.uint8), owner, n)
     field = LanguageField(params, lqc, ["s", "m", "l"][:levels], {"weights": "random (benchmark)"}, {"min_weight": 0.1},
-                          evidence, torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)).to(device)
+                          evidence, torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1),
+                          surface=surface).to(device)
     # A random decoder maps all codes to nearly one direction; give the codebook distinct
     # features instead so relevancy separates the blob from the rest as a trained LQC would.
     field._codebook_features = torch.nn.functional.normalize(torch.randn(2048, 512, generator=g), dim=-1).to(device)
@@ -132,6 +140,7 @@ def main() -> None:
     a = ap.parse_args()
     cfg = QueryConfig()
     eager_cfg = dataclasses.replace(cfg, cuda_graph=False)
+    centres_cfg = dataclasses.replace(cfg, points="centres")
     baseline = load_baseline(a.baseline) if a.baseline else None
     rows = []
     for dev in a.devices:
@@ -153,12 +162,13 @@ def main() -> None:
             res = plan.run(logits, cfg.threshold)[0]
             radius = plan.shape.radius
             sel = field.params["means"][torch.as_tensor(res.gid, device=dev)] if len(res.gid) else field.params["means"][:0]
-            voxels = int(torch.unique(torch.floor(sel / radius), dim=0).shape[0])  # of the returned points
+            voxels = int(torch.unique(torch.floor(sel / radius), dim=0).shape[0])  # of the returned Gaussians
             clus_ms = time_ms(lambda: connected_instances(sel, radius), dev, warmup=1, repeat=5)
             eager = select_3d(field, ["q"], text, canon, cfg.threshold, eager_cfg)[0]
             assert same_answer(m, eager), "the eager pipeline answers differently"
             fns = {"select_3d_ms": lambda: select_3d(field, ["q"], text, canon, cfg.threshold, cfg),
                    "select_3d_eager_ms": lambda: select_3d(field, ["q"], text, canon, cfg.threshold, eager_cfg),
+                   "select_3d_centres_ms": lambda: select_3d(field, ["q"], text, canon, cfg.threshold, centres_cfg),
                    "select_3d_8_queries_ms": lambda: select_3d(field, ["q"] * 8, text.expand(8, -1), canon, cfg.threshold, cfg)}
             if baseline is not None:
                 assert same_answer(m, baseline(field, ["q"], text, canon, cfg.threshold, cfg)[0]), "the baseline answers differently"
@@ -171,13 +181,15 @@ def main() -> None:
             row = {"device": dev, "gaussians": n, "mode": plan.mode, "code_index_once_ms": t_index, "logit_table_ms": logits_ms,
                    "first_call_ms": first_ms, "graph_gpu_ms": gpu_ms, "plan_memory_mib": plan_mib,
                    "selected": res.selected, "returned_voxels": voxels, "returned_points": int(len(m.points)),
+                   "returned_gaussians": int(len(m.gaussian_ids)),
                    "instances_alone_ms": clus_ms, **{k: float(np.median(v)) for k, v in times.items()},
                    "per_round_ms": times}
             rows.append(row)
             if a.profile and n == max(a.sizes):
                 profile_select_3d(field, text, canon, cfg, dev)
             print(f"{dev:5s} N={n:>9,d}: select_3d {row['select_3d_ms']:7.2f} ms ({plan.mode}; {res.selected} selected, "
-                  f"{len(m.points)} points returned in {voxels} voxels), kernels one by one {row['select_3d_eager_ms']:7.2f} ms"
+                  f"{len(m.points)} surface points returned, of {len(m.gaussian_ids)} Gaussians in {voxels} voxels), "
+                  f"answering with centres {row['select_3d_centres_ms']:7.2f} ms, kernels one by one {row['select_3d_eager_ms']:7.2f} ms"
                   + (f", baseline {row['select_3d_baseline_ms']:7.2f} ms" if baseline is not None else "")
                   + f"; 8 queries in one call {row['select_3d_8_queries_ms']:7.2f} ms; of it the logit table {logits_ms:.2f} ms"
                   + (f", the graph's GPU time {gpu_ms:.3f} ms" if gpu_ms is not None else "")

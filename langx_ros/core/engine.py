@@ -178,7 +178,7 @@ class Engine:
         trimap = (self.trimap(), cfg.trimap) if use_trimap else None
         res = reconstruct(frames, semantics, text, cfg.reconstruct, field_cfg, lqc_cfg, cfg.query.canonical_phrases,
                           device=self.device, progress=progress, cancel=cancel, trimap=trimap, reg_cfg=cfg.registration,
-                          pose_cfg=cfg.pose_refine)
+                          pose_cfg=cfg.pose_refine, surface_cfg=cfg.surface)
         res.field.meta["text_encoder"] = kind
         return res
 

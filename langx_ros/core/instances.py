@@ -135,8 +135,8 @@ def connected_instances(points: torch.Tensor | np.ndarray, radius: float) -> tor
 
 
 def subsample_key(gid: np.ndarray) -> np.ndarray:
-    """A fixed pseudo-random key in [0, 2^32) per Gaussian id (a multiplicative hash, a bijection
-    of ids mod 2^32): the same Gaussians are kept whenever an instance is subsampled."""
+    """A fixed pseudo-random key in [0, 2^32) per id (a multiplicative hash, a bijection of ids
+    mod 2^32): the same points are kept whenever an answer is subsampled."""
     return (gid.astype(np.int64) * 2654435761) % 4294967296
 
 
@@ -159,7 +159,6 @@ class AnswerShape:
     relative_cutoff: float
     min_points: int  # smaller instances are noise
     max_instances: int  # instances returned
-    max_points: int  # points returned per instance (a fixed subsample beyond)
     weights: RankWeights
     rounds: int | None  # label-propagation rounds (None: until converged, eager only)
 
@@ -294,8 +293,8 @@ def answer(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, thresho
         thr_logit, threshold: 0-d tensors, the threshold's logit and the threshold.
     Returns:
         rows (cap, 10) float32: centre, colour, normal, relevancy of the returned instances'
-        Gaussians, by instance rank then Gaussian id (the first sum(counts) rows count; the
-        max_points subsample is the host's, :func:`_result`); gid (cap,) their Gaussian ids;
+        Gaussians, by instance rank then Gaussian id (the first sum(counts) rows count); gid (cap,)
+        their Gaussian ids;
         meta (6 + 2 max_instances,) float64: peak relevancy, cut logit, level, Gaussians selected
         (may exceed cap: then the rest is incomplete), instances that pass, converged (1/0), then
         each returned instance's Gaussian count and its evidence.
@@ -397,26 +396,13 @@ class AnswerResult:
     evidence: np.ndarray  # (R,)
 
 
-def _result(rows: np.ndarray, gid: np.ndarray, meta: np.ndarray, k: int, max_points: int) -> AnswerResult:
-    """The host's part of an answer: the returned instances' rows, each instance of more than
-    ``max_points`` Gaussians subsampled to the ``max_points`` of smallest :func:`subsample_key`
-    (a fixed, uniform choice), kept in Gaussian id order. Rare (200,000 by default), so done here
-    rather than with two more sorts in every graph."""
+def _result(rows: np.ndarray, gid: np.ndarray, meta: np.ndarray, k: int) -> AnswerResult:
+    """The host's part of an answer: the returned instances' rows (every Gaussian of each; the
+    caller subsamples the points it returns, core/query.py)."""
     n_ret = int(min(k, meta[4]))
     counts = meta[_META: _META + n_ret].astype(np.int64)
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    if (counts > max_points).any():
-        keep = []
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            part = np.arange(lo, hi)
-            if hi - lo > max_points:
-                part = lo + np.sort(np.argsort(subsample_key(gid[lo:hi]), kind="stable")[:max_points])
-            keep.append(part)
-        idx = np.concatenate(keep)
-        rows, gid, counts = rows[idx], gid[idx], np.minimum(counts, max_points)
-    else:
-        rows, gid = rows[: bounds[-1]], gid[: bounds[-1]]
-    return AnswerResult(rows, gid, float(meta[0]), float(meta[1]), int(meta[2]), int(meta[3]), int(meta[4]), counts,
+    n = int(counts.sum())
+    return AnswerResult(rows[:n], gid[:n], float(meta[0]), float(meta[1]), int(meta[2]), int(meta[3]), int(meta[4]), counts,
                         meta[_META + k: _META + k + n_ret].copy())
 
 
@@ -476,7 +462,7 @@ class AnswerPlan:
         thr = torch.tensor(thr_logit, device=self.device)
         th = torch.tensor(float(threshold), device=self.device)
         shape = replace(self.shape, cap=0, rounds=None)
-        return _result(*to_host(*answer(self.t, logit, thr, th, shape)), shape.max_instances, shape.max_points)
+        return _result(*to_host(*answer(self.t, logit, thr, th, shape)), shape.max_instances)
 
     def _graph(self, cap: int) -> tuple:
         """The graph of :func:`answer` at capacity ``cap``, its static inputs and outputs (captured once;
@@ -541,7 +527,7 @@ class AnswerPlan:
             return self._finish(row, self._replay(row[None], thr_logit, threshold)[0], thr_logit, threshold)
         if meta[5] == 0:
             return self._eager(row, thr_logit, threshold)
-        return _result(rows.numpy(), gid.numpy(), meta, self.shape.max_instances, self.shape.max_points)
+        return _result(rows.numpy(), gid.numpy(), meta, self.shape.max_instances)
 
 
 class _Rerun:

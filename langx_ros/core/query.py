@@ -76,10 +76,10 @@ class Match3D:
     threshold: float
     level: str  # semantic level that answered
     num_instances: int
-    points: np.ndarray  # (M, 3) float32
+    points: np.ndarray  # (M, 3) float32 (query.points: surface samples or Gaussian centres)
     colors: np.ndarray  # (M, 3) uint8
-    relevancy: np.ndarray  # (M,) float32
-    gaussian_ids: np.ndarray  # (M,) int64 indices into the field
+    relevancy: np.ndarray  # (M,) float32, of the Gaussian each point belongs to
+    gaussian_ids: np.ndarray  # (G,) int64 ascending: the instance's Gaussians (indices into the field; all of them)
     message: str
     normals: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3), np.float32))  # (M, 3) unit surface normals
     rank: int = 0  # 0 = the instance with the most evidence
@@ -133,7 +133,7 @@ def answer_plan(field: "LanguageField", cfg: QueryConfig, codebook_size: int, ga
     use_labelled = cfg.instance_consensus_weight > 0 and field.labelled is not None
     use_views = cfg.instance_views_weight > 0 and field.agree_views is not None
     shape = AnswerShape(cap=0, radius=radius, relative_cutoff=cfg.relative_cutoff,
-                        min_points=cfg.min_instance_points, max_instances=cfg.max_instances, max_points=cfg.max_points,
+                        min_points=cfg.min_instance_points, max_instances=cfg.max_instances,
                         weights=RankWeights(cfg.instance_match_weight, cfg.instance_density_weight,
                                             cfg.instance_consensus_weight, cfg.instance_views_weight), rounds=None)
     key = (shape, float(cfg.min_opacity), int(codebook_size), bool(cfg.cuda_graph), use_labelled, use_views)
@@ -160,7 +160,8 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
     object beats a few stray Gaussians of high relevancy (which objects are relevant enough at
     all is the logit cutoff's decision); the rank weighs that evidence by the odds of the
     instance's mean relevancy and the views that agree (:func:`~langx_ros.core.instances.rank_keys`).
-    Each point carries its Gaussian's surface normal.
+    The points are the surface samples the instance's Gaussians own, or their centres
+    (``query.points``, :func:`instance_points`); each carries its Gaussian's surface normal.
 
     All of it runs on the field's device in fixed shapes, on CUDA as one replayed CUDA graph per
     call (``query.cuda_graph``); the host gets the returned points and a few numbers per query.
@@ -184,15 +185,59 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
         insts = []
         bounds = np.concatenate([[0], np.cumsum(res.counts)])
         for rank, ev in enumerate(res.evidence.tolist()):
-            p = res.rows[bounds[rank]: bounds[rank + 1]]
-            rv = p[:, 9].copy()
-            insts.append(Match3D(q, True, float(rv.max()), threshold, level, res.passing, p[:, 0:3].copy(),
-                                 p[:, 3:6].astype(np.uint8), rv, res.gid[bounds[rank]: bounds[rank + 1]].copy(),
-                                 f"level {level}; instance {rank + 1} of {res.passing}; {len(p)} points; evidence {ev:.1f}",
-                                 normals=p[:, 6:9].copy(), rank=rank, evidence=ev))
+            rows = res.rows[bounds[rank]: bounds[rank + 1]]
+            pts = instance_points(field, rows, res.gid[bounds[rank]: bounds[rank + 1]], cfg)
+            insts.append(Match3D(q, True, float(rows[:, 9].max()), threshold, level, res.passing, pts.points, pts.colors,
+                                 pts.relevancy, pts.gaussian_ids,
+                                 f"level {level}; instance {rank + 1} of {res.passing}; {len(pts.gaussian_ids)} Gaussians, "
+                                 f"{len(pts.points)} {pts.source}; evidence {ev:.1f}",
+                                 normals=pts.normals, rank=rank, evidence=ev))
         insts[0].alternatives = insts[1:]
         out.append(insts[0])
     return out
+
+
+@dataclass
+class InstancePoints:
+    """The points one instance returns (see :func:`instance_points`)."""
+
+    points: np.ndarray  # (M, 3) float32
+    colors: np.ndarray  # (M, 3) uint8
+    normals: np.ndarray  # (M, 3) float32
+    relevancy: np.ndarray  # (M,) float32
+    gaussian_ids: np.ndarray  # (G,) int64 ascending
+    source: str  # what the points are, for the answer's message
+
+
+def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, cfg: QueryConfig) -> InstancePoints:
+    """An instance's points from its Gaussians' answer rows (centre, colour, normal, relevancy;
+    (G, 10), ascending ``gid``): with ``cfg.points == "surface"`` and surface samples on the field,
+    the samples its Gaussians own (the key frames' colours; each carries its Gaussian's normal and
+    relevancy), else the centres. At most ``cfg.max_points``: a fixed uniform subsample
+    (:func:`~langx_ros.core.instances.subsample_key` of the sample or Gaussian ids), kept in order."""
+    from langx_ros.core.instances import subsample_key
+
+    rel = rows[:, 9].astype(np.float32)
+    surf = field.surface if cfg.points == "surface" else None
+    idx, pos = surf.of(gid) if surf is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if len(idx):
+        keep = _subsample(subsample_key(idx), cfg.max_points)
+        idx, pos = idx[keep], pos[keep]
+        return InstancePoints(surf.points[idx], surf.colors[idx], rows[pos, 6:9].astype(np.float32), rel[pos], gid,
+                              "surface samples")
+    keep = _subsample(subsample_key(gid), cfg.max_points)
+    source = ("Gaussian centres" if surf is None and cfg.points == "centres" else
+              "Gaussian centres (the field has no surface samples)" if surf is None else
+              "Gaussian centres (no key-frame surface sample belongs to this instance)")
+    return InstancePoints(rows[keep, 0:3].astype(np.float32), rows[keep, 3:6].astype(np.uint8), rows[keep, 6:9].astype(np.float32),
+                          rel[keep], gid, source)
+
+
+def _subsample(key: np.ndarray, max_points: int) -> np.ndarray:
+    """Indices of the ``max_points`` smallest keys in their original order (all when there are no more)."""
+    if len(key) <= max_points:
+        return np.arange(len(key))
+    return np.sort(np.argsort(key, kind="stable")[:max_points])
 
 
 def _no_match(q: str, best: float, threshold: float, level: str, message: str) -> Match3D:

@@ -21,6 +21,7 @@ from langx_ros.core.config_fields import param
 from langx_ros.core.field.gaussians import init_from_points
 from langx_ros.core.field.model import LanguageField
 from langx_ros.core.field.registration import Registration, RegistrationConfig, RegistrationView, register, registered_codes
+from langx_ros.core.field.surface import SurfaceConfig, SurfaceView, surface_samples
 from langx_ros.core.field.train import Cancelled, FieldConfig, TrainView, activated, train_field
 from langx_ros.core.frames import Frame, FrameError, backproject, normals_from_depth, validate_frame
 from langx_ros.core.pose_refine import PoseRefineConfig, refine_poses
@@ -30,8 +31,8 @@ from langx_ros.core.lqc import LQC, LQCConfig, train_lqc
 ProgressFn = Callable[[str, float, str], None]  # (stage, stage fraction, detail)
 CancelFn = Callable[[], bool]
 
-# "poses" only with pose_refine.enabled, "trimap" only when asked for
-STAGES = ("validate", "poses", "semantics", "trimap", "lqc", "init", "field", "register")
+# "poses" only with pose_refine.enabled, "trimap" only when asked for, "surface" only with surface.enabled
+STAGES = ("validate", "poses", "semantics", "trimap", "lqc", "init", "field", "register", "surface")
 
 
 class SemanticSource(Protocol):
@@ -177,6 +178,7 @@ def reconstruct(
     normal_estimator=None,
     reg_cfg: RegistrationConfig | None = None,
     pose_cfg: PoseRefineConfig | None = None,
+    surface_cfg: SurfaceConfig | None = None,
 ) -> ReconstructResult:
     """Build a LanguageField from posed RGB-D frames.
 
@@ -190,7 +192,9 @@ def reconstruct(
     core/field/registration.py); every mode ends with a registration pass that marks the
     Gaussians no view observes. ``pose_cfg``: with ``enabled``, the key frames' poses are first
     refined against each other's depth (stage "poses", core/pose_refine.py; the first key frame
-    with depth keeps its pose and anchors the world frame).
+    with depth keeps its pose and anchors the world frame). ``surface_cfg``: with ``enabled``
+    (the default), the key frames' depth is sampled onto the observed Gaussians (stage "surface",
+    core/field/surface.py), so answers return measured surface points.
 
     Raises:
         FrameError: fewer than ``cfg.min_frames`` frames, or a frame without pose or depth.
@@ -340,6 +344,17 @@ def reconstruct(
     n_obs = int(observed.any(1).sum())
     report("register", 1.0, f"{n_obs}/{observed.shape[0]} Gaussians observed")
 
+    surface_cfg = surface_cfg or SurfaceConfig()
+    surface = None
+    if surface_cfg.enabled:
+        t = time.perf_counter()
+        check_cancel()
+        report("surface", 0.0, f"sampling the depth of {len(frames)} key frames onto the observed Gaussians")
+        sviews = [SurfaceView(v.viewmat, v.K, d, f.rgb) for v, d, f in zip(views, reg.view_depth, frames)]
+        surface = surface_samples(activated(params), observed.any(1), sviews, surface_cfg)
+        timings["surface"] = time.perf_counter() - t
+        report("surface", 1.0, f"{len(surface)} surface samples on {int((surface.owned_counts() > 0).sum())} Gaussians")
+
     provenance = {
         "semantics": semantics.provenance,
         "text": text_encoder.provenance,
@@ -351,6 +366,10 @@ def reconstruct(
                            "train": "LangScene-X semantic training",
                            "register+train": "registration, then LangScene-X semantic training"}[reg_cfg.mode]
                           + f"; {n_obs}/{observed.shape[0]} Gaussians observed",
+        "answer points": (f"surface samples: the depth of the {len(frames)} key frames (the sensor's, the field's rendered "
+                          f"depth where the sensor has none) in {surface_cfg.voxel * 100:g} cm voxels, each owned by the "
+                          f"Gaussian that explains it ({len(surface)} samples)") if surface is not None else
+                         "Gaussian centres (surface.enabled: false)",
     }
     if trimap is not None:
         provenance["trimap"] = (f"{getattr(trimap[0], 'provenance', 'TriMap')}: {len(generated)} generated views (colour, normals"
@@ -359,7 +378,7 @@ def reconstruct(
                        {"frames": [f.frame_id for f in frames], "generated_frames": [g.frame.frame_id for g in generated],
                         "timings": timings, "canonical_phrases": list(canonical_phrases), "min_weight": reg_cfg.min_weight,
                         "semantic_mode": reg_cfg.mode},
-                       reg.evidence, reg.normals, reg.labelled, reg.agree_views)
+                       reg.evidence, reg.normals, reg.labelled, reg.agree_views, surface)
     return ReconstructResult(lf, timings, {"field": stats, "lqc": lqc_stats})
 
 

@@ -114,7 +114,7 @@ def _multi_object_field(seed: int, n: int = 3000, levels: int = 2, k: int = 32,
 def _plan(f: LanguageField, k: int, mode: str, start_cap: int, **cfg) -> AnswerPlan:
     q = QueryConfig(**cfg)
     shape = AnswerShape(cap=0, radius=0.15, relative_cutoff=q.relative_cutoff,
-                        min_points=q.min_instance_points, max_instances=q.max_instances, max_points=q.max_points,
+                        min_points=q.min_instance_points, max_instances=q.max_instances,
                         weights=RankWeights(q.instance_match_weight, q.instance_density_weight,
                                             q.instance_consensus_weight, q.instance_views_weight), rounds=None)
     return AnswerPlan(FieldTables.of(f, q.min_opacity, k, q.instance_consensus_weight > 0, q.instance_views_weight > 0),

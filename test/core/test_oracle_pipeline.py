@@ -99,10 +99,12 @@ def test_provenance_and_progress(built):
     assert p["lqc"].startswith("per-scene LQC")
     assert "CPU substitute" in p["renderer"]
     starts = [st for i, st in enumerate(stages) if i == 0 or stages[i - 1][0] != st[0]]
-    assert [s for s, _, _ in starts] == ["validate", "semantics", "lqc", "init", "field", "register"]
+    assert [s for s, _, _ in starts] == ["validate", "semantics", "lqc", "init", "field", "register", "surface"]
     assert all(fr == 0.0 for _, fr, _ in starts)  # each stage is announced as it begins
-    assert "400 iterations over 4 views" in starts[-2][2] and "MiB of view tensors" in starts[-2][2]
-    assert "register: evidence of 4 views" in starts[-1][2]
+    assert "400 iterations over 4 views" in starts[-3][2] and "MiB of view tensors" in starts[-3][2]
+    assert "register: evidence of 4 views" in starts[-2][2]
+    assert "depth of 4 key frames" in starts[-1][2] and "surface samples on" in stages[-1][2]
+    assert p["answer points"].startswith("surface samples") and len(res.field.surface) > 1000
 
 
 def test_save_load_renders_the_same(built, tmp_path):
@@ -117,6 +119,8 @@ def test_save_load_renders_the_same(built, tmp_path):
     assert loaded.provenance == res.field.provenance and loaded.levels == ["instance"]
     for k in ("evidence", "normals", "labelled", "agree_views"):  # the registration's results travel with the field
         assert getattr(res.field, k) is not None and torch.equal(getattr(loaded, k), getattr(res.field, k)), k
+    for k in ("points", "colors", "owner"):  # so do its surface samples
+        assert np.array_equal(getattr(loaded.surface, k), getattr(res.field.surface, k)), k
     save_field(loaded, folder)  # replacing an existing folder works and leaves nothing behind
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names[-1] == "field" and len(names) == 2 and names[0].startswith(".field.v-")  # the link and its one version

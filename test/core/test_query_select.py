@@ -164,8 +164,8 @@ def test_density_weight_prefers_the_well_seen_object_over_a_thinly_seen_mislabel
 
 def test_instances_beyond_max_instances_are_counted_and_points_subsample_the_same_way_each_time(monkeypatch):
     """Five well-separated objects, max_instances = 3: three are returned, best first, each
-    saying it is one of five; max_points keeps a fixed subset of an instance's Gaussians
-    (ids ascending), the same on every call."""
+    saying it is one of five and listing all of its Gaussians; max_points keeps a fixed subset of
+    its points (in id order), the same on every call."""
     import torch
 
     from langx_ros.core.query import select_3d
@@ -173,6 +173,7 @@ def test_instances_beyond_max_instances_are_counted_and_points_subsample_the_sam
     sizes = [60, 50, 40, 30, 20]
     means = sum((_cluster([2.0 * i, 0, 0], n, i) for i, n in enumerate(sizes)), [])
     f = _field_with(means, [10.0] * sum(sizes))
+    means_np = f.params["means"].numpy()
     _patch_relevancy(monkeypatch, [0.9] * sum(sizes))
     cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0, max_instances=3, max_points=25)
     (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
@@ -180,12 +181,15 @@ def test_instances_beyond_max_instances_are_counted_and_points_subsample_the_sam
     assert [x.rank for x in got] == [0, 1, 2] and all(x.num_instances == 5 for x in got)
     starts = np.cumsum([0] + sizes)
     for x, lo, hi in zip(got, starts[:3], starts[1:4]):
-        ids = x.gaussian_ids
-        assert len(ids) == 25 and np.all((ids >= lo) & (ids < hi)) and np.all(np.diff(ids) > 0)
+        assert x.gaussian_ids.tolist() == list(range(lo, hi))
         assert "of 5" in x.message and len(x.points) == len(x.normals) == len(x.relevancy) == 25
+        kept = [int(np.flatnonzero((means_np == p).all(1))[0]) for p in x.points]  # which Gaussians' centres
+        assert all(lo <= i < hi for i in kept) and kept == sorted(kept)
+        if x.rank == 0:
+            first = kept
     (again,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
-    assert np.array_equal(again.gaussian_ids, m.gaussian_ids)
-    assert len(set(m.gaussian_ids.tolist())) == 25 and m.gaussian_ids.tolist() != list(range(25))  # a spread, not the first 25
+    assert np.array_equal(again.points, m.points)
+    assert len(set(first)) == 25 and first != list(range(25))  # a spread, not the first 25
 
 
 def test_consensus_and_agreeing_views_demote_a_region_few_views_mislabel(monkeypatch):
@@ -270,3 +274,37 @@ def test_faint_observed_surfaces_are_selectable_by_default_but_not_near_transpar
     assert m.found and set(m.gaussian_ids.tolist()) == set(range(20)) and m.alternatives == [], m.message
     (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, min_opacity=0.1))
     assert not m.found  # the old floor lost the faint surface
+
+
+def test_answers_return_the_surface_samples_their_gaussians_own(monkeypatch):
+    """With surface samples on the field, an instance's points are the samples of its Gaussians,
+    with the camera's colours and each owner's normal and relevancy; an instance owning none, and
+    query.points = centres, answer with centres and say so; max_points subsamples the samples."""
+    import torch
+
+    from langx_ros.core.field.surface import SurfaceSamples
+    from langx_ros.core.query import select_3d
+
+    means = _cluster([0, 0, 0], 20, 0) + _cluster([2, 0, 0], 10, 1)
+    normals = [[0, 0, 1]] * 20 + [[0, 1, 0]] * 10
+    f = _field_with(means, [5.0] * 20 + [1.0] * 10, normals)
+    _patch_relevancy(monkeypatch, [0.9] * 5 + [0.8] * 15 + [0.9] * 10)
+    # Gaussians 0..4 own 3 samples each, 5..19 own none; the second object owns none at all
+    owner = np.repeat(np.arange(5), 3)
+    pts = (np.asarray(means, np.float32)[owner] + np.float32(0.001) * np.arange(15, dtype=np.float32)[:, None])
+    cols = np.full((15, 3), 7, np.uint8)
+    f.surface = SurfaceSamples(pts, cols, owner.astype(np.int64), f.num_gaussians)
+    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0)
+    (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    assert m.found and m.gaussian_ids.tolist() == list(range(20)) and "20 Gaussians, 15 surface samples" in m.message
+    assert np.array_equal(m.points, pts) and (m.colors == 7).all()
+    assert np.allclose(m.normals, [0, 0, 1]) and np.allclose(m.relevancy, 0.9) and abs(m.score - 0.9) < 1e-6
+    (alt,) = m.alternatives
+    assert alt.gaussian_ids.tolist() == list(range(20, 30)) and "no key-frame surface sample" in alt.message
+    assert np.allclose(alt.points, np.asarray(means[20:], np.float32)) and np.allclose(alt.normals, [0, 1, 0])
+    (c,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, QueryConfig(**{**cfg.__dict__, "points": "centres"}))
+    assert np.allclose(c.points, np.asarray(means[:20], np.float32)) and "20 Gaussian centres" in c.message
+    (s,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, QueryConfig(**{**cfg.__dict__, "max_points": 4}))
+    rows = [int(np.flatnonzero((pts == p).all(1))[0]) for p in s.points]
+    assert len(rows) == 4 and rows == sorted(rows) and rows != [0, 1, 2, 3]
+    assert s.gaussian_ids.tolist() == list(range(20))

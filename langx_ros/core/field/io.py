@@ -16,11 +16,13 @@ import torch
 
 from langx_ros.core.atomic import atomic_write_bytes, atomic_write_json, new_temp_dir, publish_dir
 from langx_ros.core.field.model import LanguageField
+from langx_ros.core.field.surface import SurfaceSamples
 from langx_ros.core.lqc import LQC
 
 FORMAT = "langx_field/1"
 PARAM_KEYS = ("means", "quats", "scales", "opacities", "colors", "sem")
 OBSERVATION_KEYS = ("evidence", "normals", "labelled", "agree_views")  # registration results (absent in older fields)
+SURFACE_KEYS = ("surface_points", "surface_colors", "surface_owner")  # surface samples (absent in older fields)
 
 
 def save_field(field: LanguageField, folder: str | Path) -> Path:
@@ -36,6 +38,10 @@ def save_field(field: LanguageField, folder: str | Path) -> Path:
         for k in OBSERVATION_KEYS:
             if getattr(field, k) is not None:
                 tensors[k] = getattr(field, k).detach().cpu().contiguous()
+        if field.surface is not None:
+            sf = field.surface
+            for k, a in zip(SURFACE_KEYS, (sf.points, sf.colors, sf.owner)):
+                tensors[k] = torch.from_numpy(np.ascontiguousarray(a))
         atomic_write_bytes(tmp / "field.safetensors", save(tensors))
         atomic_write_json(tmp / "field.json", {"format": FORMAT, "levels": field.levels, "provenance": field.provenance,
                                               "meta": field.meta, "num_gaussians": field.num_gaussians})
@@ -68,12 +74,18 @@ def load_field(folder: str | Path, device: torch.device | str = "cpu") -> Langua
     if missing:
         raise ValueError(f"{folder / 'field.safetensors'} lacks {', '.join(missing)}")
     n = tensors["means"].shape[0]
-    if any(t.shape[0] != n for t in tensors.values()):
+    if any(t.shape[0] != n for k, t in tensors.items() if k not in SURFACE_KEYS):
         raise ValueError(f"{folder / 'field.safetensors'}: parameter lengths differ")
+    surface = None
+    if all(k in tensors for k in SURFACE_KEYS):
+        try:
+            surface = SurfaceSamples(*(tensors[k].cpu().numpy() for k in SURFACE_KEYS), num_gaussians=n)
+        except ValueError as exc:
+            raise ValueError(f"{folder / 'field.safetensors'}: {exc}") from None
     lqc = LQC.load(folder / "lqc.safetensors", device)
     params = {k: tensors[k] for k in PARAM_KEYS}
     return LanguageField(params, lqc, list(meta["levels"]), dict(meta.get("provenance", {})), dict(meta.get("meta", {})),
-                         *(tensors.get(k) for k in OBSERVATION_KEYS))
+                         *(tensors.get(k) for k in OBSERVATION_KEYS), surface=surface)
 
 
 def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray | None = None,

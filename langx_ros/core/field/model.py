@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from langx_ros.core.field.surface import SurfaceSamples
 from langx_ros.core.field.train import Rendered, activated, render_view
 from langx_ros.core.lqc import LQC
 
@@ -37,6 +38,7 @@ class LanguageField:
     normals: torch.Tensor | None = None  # (N, 3) unit surface normals facing the views that saw them
     labelled: torch.Tensor | None = None  # (N, L) registration: labelled blending weight, agreeing or not (None = unknown)
     agree_views: torch.Tensor | None = None  # (N, L) registration: views whose labels mostly agree (None = unknown)
+    surface: SurfaceSamples | None = None  # the key frames' depth points, each owned by a Gaussian (surface.py); None = none
     _code_index: torch.Tensor | None = field(default=None, repr=False)
     _codebook_features: torch.Tensor | None = field(default=None, repr=False)
     _spacing: float | None = field(default=None, repr=False)
@@ -63,7 +65,7 @@ class LanguageField:
         p = {k: v.detach().to(device) for k, v in self.params.items()}
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return LanguageField(p, self.lqc.to(device), list(self.levels), dict(self.provenance), dict(self.meta),
-                             mv(self.evidence), mv(self.normals), mv(self.labelled), mv(self.agree_views))
+                             mv(self.evidence), mv(self.normals), mv(self.labelled), mv(self.agree_views), self.surface)
 
     @torch.no_grad()
     def observed(self) -> torch.Tensor:

@@ -103,6 +103,9 @@ class Registration:
     support_views: torch.Tensor  # (N,) number of views with surface support
     labelled: torch.Tensor | None = None  # (N, L) supported blending weight inside labelled pixels, agreeing or not
     agree_views: torch.Tensor | None = None  # (N, L) number of views whose labels there mostly agree with the result
+    # per view (H, W) the depth surface support used: the sensor's reading, else the field's rendered depth where its
+    # opacity > 0.5, else NaN
+    view_depth: list[torch.Tensor] | None = None
 
     def observed(self, min_weight: float) -> torch.Tensor:
         """(N, L) bool: enough evidence at each level."""
@@ -167,6 +170,7 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
     support_views = torch.zeros(n, dtype=torch.int32, device=dev)
     supports: list[torch.Tensor] = []
     totals: list[torch.Tensor] = []
+    depths: list[torch.Tensor] = []
     for view in views:
         if check_cancel is not None:
             check_cancel()
@@ -178,6 +182,7 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
             depth = view.depth.to(dev)
             field_depth = torch.where(torch.isfinite(depth), depth, field_depth)
         sup = surface_support(means, vm, K, field_depth.detach(), cfg.support_abs, cfg.support_rel)
+        depths.append(field_depth.detach())
         supports.append(sup)
         support_views += sup.to(torch.int32)
         w_all = w_ones[:, 0] * sup
@@ -190,7 +195,7 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
     acc = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, None, check_cancel)
     for _ in range(cfg.vote_rounds):
         acc = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, acc.features, check_cancel)
-    return Registration(acc.features, acc.evidence, weight, facing, support_views, acc.labelled, acc.agree_views)
+    return Registration(acc.features, acc.evidence, weight, facing, support_views, acc.labelled, acc.agree_views, depths)
 
 
 @dataclass

@@ -1,0 +1,167 @@
+"""Surface samples: the field's observed surface as the key frames measured it, each point given
+to the Gaussian that explains it.
+
+A 3D answer is a set of Gaussians (core/instances.py), but Gaussian centres are a poor sample of
+an object's surface: a large flat Gaussian covering 20 cm of a far whiteboard is one point,
+small ones crowd where the cameras looked closely, and about half of the selectable Gaussians
+of a real field sit beside or just behind others. Measured on the real lounge (H200 field,
+640x480, clean labels): answering with centres, the far whiteboard scores precision 0.89,
+recall 0.74 and a 13 cm centroid error; answering with the key frames' depth points that its
+Gaussians own, 0.99, 0.97 and 1.2 cm.
+
+Each key frame's depth (the sensor's reading; where it has none, the field's rendered depth
+where the field is opaque, as registration's surface support uses it) is back-projected
+through pixel centres, merged into voxels of ``voxel`` (the first point of each is kept, so
+every sample is a measured point), and given to the candidate Gaussian (observed on a surface)
+that explains it best: among the ``neighbours`` nearest centres, the one of highest opacity x
+exp(-d^2 / 2), d the distance in that Gaussian's own axes with each axis at least
+``scale_floor`` (sensor noise, and the thin axis of a flat Gaussian), if d <= ``max_sigma``.
+Points no Gaussian explains (flying pixels at depth edges, surfaces the field dropped) belong
+to none. A query then returns the samples of its Gaussians (``query.points``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from langx_ros.core.config_fields import param
+from langx_ros.core.field.render import quat_to_rotmat
+
+
+@dataclass
+class SurfaceConfig:
+    """How a reconstruction samples its observed surface for the answers' points."""
+
+    enabled: bool = param(
+        True, "Sample the key frames' depth onto the field's Gaussians after registration, so answers return measured "
+        "surface points (query.points); false = answers return Gaussian centres.",
+    )
+    voxel: float = param(0.01, "Edge (m) of the voxels the key frames' depth points are merged into (one sample each).",
+                         min=1e-4, max=1.0)
+    scale_floor: float = param(
+        0.02, "A sample belongs to the Gaussian nearest in that Gaussian's own axes, each axis counted at least this "
+        "long (m): depth noise, and the thin axis of flat Gaussians.", min=1e-4, max=1.0,
+    )
+    max_sigma: float = param(3.0, "... and only within this many (floored) standard deviations of its centre.", min=0.1, max=100.0)
+    neighbours: int = param(16, "Nearest Gaussian centres considered for each sample.", min=1, max=256)
+
+
+@dataclass
+class SurfaceView:
+    """One key frame to sample: camera, the depth to back-project, colour."""
+
+    viewmat: torch.Tensor  # (4, 4) world-to-camera
+    K: torch.Tensor  # (3, 3)
+    depth: torch.Tensor  # (H, W) metres, NaN = no surface there
+    rgb: np.ndarray  # (H, W, 3) uint8
+
+
+@dataclass
+class SurfaceSamples:
+    """Measured surface points, each owned by one Gaussian (host arrays, ordered by owner)."""
+
+    points: np.ndarray  # (M, 3) float32 world metres
+    colors: np.ndarray  # (M, 3) uint8, the key frame's pixel
+    owner: np.ndarray  # (M,) int64 ascending: the Gaussian each sample belongs to
+    num_gaussians: int
+    _start: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not (len(self.points) == len(self.colors) == len(self.owner)):
+            raise ValueError("surface samples: points, colors and owner differ in length")
+        if len(self.owner) and (np.any(np.diff(self.owner) < 0) or self.owner[0] < 0 or self.owner[-1] >= self.num_gaussians):
+            raise ValueError(f"surface samples: owners must ascend within 0..{self.num_gaussians - 1}")
+
+    @classmethod
+    def empty(cls, num_gaussians: int) -> "SurfaceSamples":
+        return cls(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64), num_gaussians)
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def owned_counts(self) -> np.ndarray:
+        """(N,) samples each Gaussian owns."""
+        return np.diff(self.start())
+
+    def start(self) -> np.ndarray:
+        """(N + 1,) the first sample of each Gaussian (CSR offsets)."""
+        if self._start is None:
+            self._start = np.searchsorted(self.owner, np.arange(self.num_gaussians + 1))
+        return self._start
+
+    def of(self, gaussians: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The samples of ``gaussians`` (G,) ids: (sample indices (S,), index into ``gaussians`` of
+        each sample's owner (S,)), in the order of ``gaussians``."""
+        g = np.asarray(gaussians, np.int64)
+        st = self.start()
+        lo, n = st[g], st[g + 1] - st[g]
+        total = int(n.sum())
+        pos = np.repeat(np.arange(len(g)), n)
+        first = np.cumsum(n) - n  # where each Gaussian's run begins in the output
+        idx = lo[pos] + (np.arange(total) - first[pos])
+        return idx, pos
+
+
+def _backproject(view: SurfaceView) -> tuple[torch.Tensor, torch.Tensor]:
+    """World points (P, 3) and flat pixel indices (P,) of the finite depth pixels of ``view``."""
+    from langx_ros.core.frames import pixel_rays
+
+    h, w = view.depth.shape
+    dev = view.depth.device
+    rays = torch.as_tensor(pixel_rays(view.K.detach().cpu().numpy().astype(np.float64), w, h), dtype=torch.float32, device=dev)
+    d = view.depth
+    ok = torch.isfinite(d) & (d > 0)
+    pix = torch.nonzero(ok.reshape(-1)).squeeze(1)
+    cam = rays.reshape(-1, 3)[pix] * d.reshape(-1)[pix, None]
+    c2w = torch.linalg.inv(view.viewmat.to(dev, torch.float64)).float()
+    return cam @ c2w[:3, :3].T + c2w[:3, 3], pix
+
+
+@torch.no_grad()
+def surface_samples(geom: dict[str, torch.Tensor], candidates: torch.Tensor, views: Sequence[SurfaceView],
+                    cfg: SurfaceConfig, chunk: int = 1 << 16) -> SurfaceSamples:
+    """Sample the depth of ``views`` onto the Gaussians ``geom`` (activated means, quats, scales,
+    opacities) that ``candidates`` (N,) bool allows (see the module docstring)."""
+    from scipy.spatial import cKDTree
+
+    from langx_ros.core.field.gaussians import voxel_downsample
+
+    means = geom["means"].detach()
+    n, dev = means.shape[0], means.device
+    pts, cols = [], []
+    for v in views:
+        p, pix = _backproject(v)
+        pts.append(p.cpu().numpy())
+        cols.append(v.rgb.reshape(-1, 3)[pix.cpu().numpy()])
+    cand = torch.nonzero(candidates.to(dev)).squeeze(1)
+    if not pts or sum(len(p) for p in pts) == 0 or cand.numel() == 0:
+        return SurfaceSamples.empty(n)
+    points, colors = voxel_downsample(np.concatenate(pts), cfg.voxel, np.concatenate(cols))
+    k = min(cfg.neighbours, int(cand.numel()))
+    cm = means[cand]
+    reach = float(cfg.max_sigma * max(cfg.scale_floor, float(geom["scales"][cand].max())))
+    _, nn = cKDTree(cm.cpu().numpy()).query(points, k=k, distance_upper_bound=reach, workers=-1)
+    nn = torch.as_tensor(np.asarray(nn, np.int64).reshape(len(points), k), device=dev)
+    rot = quat_to_rotmat(geom["quats"].detach()[cand])  # (C, 3, 3): columns are the axes
+    inv_s = 1.0 / geom["scales"].detach()[cand].clamp(min=cfg.scale_floor)
+    opac = geom["opacities"].detach()[cand].reshape(-1)
+    owner = torch.full((len(points),), -1, dtype=torch.long, device=dev)
+    sp = torch.as_tensor(points, dtype=torch.float32, device=dev)
+    for s0 in range(0, len(points), chunk):
+        idx = nn[s0: s0 + chunk]
+        real = idx < cm.shape[0]  # cKDTree marks missing neighbours with the count
+        j = torch.where(real, idx, 0)
+        local = torch.einsum("skj,skji->ski", sp[s0: s0 + chunk, None, :] - cm[j], rot[j]) * inv_s[j]
+        d2 = (local * local).sum(-1)
+        score = torch.where(real & (d2 <= cfg.max_sigma ** 2), opac[j] * torch.exp(-0.5 * d2), -1.0)
+        best = score.argmax(1)
+        ok = score.gather(1, best[:, None])[:, 0] >= 0
+        owner[s0: s0 + chunk] = torch.where(ok, cand[j.gather(1, best[:, None])[:, 0]], -1)
+    owner_np = owner.cpu().numpy()
+    keep = owner_np >= 0
+    order = np.argsort(owner_np[keep], kind="stable")
+    return SurfaceSamples(points[keep][order].astype(np.float32), colors[keep][order].astype(np.uint8),
+                          owner_np[keep][order], n)

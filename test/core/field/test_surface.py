@@ -1,0 +1,84 @@
+"""Surface samples: key-frame depth points, each owned by the Gaussian that explains it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from langx_ros.core.field.surface import SurfaceConfig, SurfaceSamples, SurfaceView, surface_samples
+
+
+def test_samples_of_gaussians_follow_the_owner_offsets():
+    owner = np.array([0, 0, 2, 2, 2, 5])
+    s = SurfaceSamples(np.arange(18, dtype=np.float32).reshape(6, 3), np.zeros((6, 3), np.uint8), owner, 6)
+    assert s.owned_counts().tolist() == [2, 0, 3, 0, 0, 1]
+    idx, pos = s.of(np.array([2, 5, 1, 0]))
+    assert idx.tolist() == [2, 3, 4, 5, 0, 1] and pos.tolist() == [0, 0, 0, 1, 3, 3]
+    idx, pos = s.of(np.array([], np.int64))
+    assert len(idx) == len(pos) == 0
+    with pytest.raises(ValueError, match="ascend"):
+        SurfaceSamples(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.uint8), np.array([1, 0]), 2)
+    with pytest.raises(ValueError, match="ascend"):
+        SurfaceSamples(np.zeros((1, 3), np.float32), np.zeros((1, 3), np.uint8), np.array([2]), 2)
+    with pytest.raises(ValueError, match="length"):
+        SurfaceSamples(np.zeros((2, 3), np.float32), np.zeros((1, 3), np.uint8), np.array([0, 1]), 2)
+
+
+def _plane_view(depth_far_cols: int = 8):
+    """A 64 x 48 camera at the origin looking down +z at a wall 2 m away; the rightmost
+    ``depth_far_cols`` columns read 5 m (a surface the field does not have), one pixel is NaN."""
+    h, w = 48, 64
+    K = torch.tensor([[60.0, 0, 32], [0, 60, 24], [0, 0, 1]])
+    depth = torch.full((h, w), 2.0)
+    depth[:, w - depth_far_cols:] = 5.0
+    depth[0, 0] = float("nan")
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[..., 0] = np.arange(w, dtype=np.uint8)[None, :]  # red = column
+    return SurfaceView(torch.eye(4), K, depth, rgb)
+
+
+def _wall_gaussians():
+    """Two flat Gaussians tiling the wall (left x < 0 and right x > 0), a third just in front of
+    the left one that is no candidate (unobserved), and a faint one over the left one."""
+    means = torch.tensor([[-0.5, 0.0, 2.0], [0.5, 0.0, 2.0], [-0.5, 0.0, 1.99], [-0.5, 0.0, 2.0]])
+    scales = torch.tensor([[0.3, 0.5, 1e-3], [0.3, 0.5, 1e-3], [0.3, 0.5, 1e-3], [0.3, 0.5, 1e-3]])
+    quats = torch.tensor([[1.0, 0, 0, 0]] * 4)
+    opac = torch.tensor([0.9, 0.9, 0.9, 0.05])
+    return {"means": means, "quats": quats, "scales": scales, "opacities": opac}, torch.tensor([True, True, False, True])
+
+
+def test_wall_points_go_to_the_gaussian_that_explains_them():
+    geom, cand = _wall_gaussians()
+    view = _plane_view()
+    s = surface_samples(geom, cand, [view], SurfaceConfig(voxel=0.001))
+    assert s.num_gaussians == 4 and set(np.unique(s.owner).tolist()) == {0, 1}  # not the unobserved, not the faint one
+    x = s.points[:, 0]
+    assert np.all(x[s.owner == 0] < 0.05) and np.all(x[s.owner == 1] > -0.05)
+    assert np.allclose(s.points[:, 2], 2.0, atol=1e-4)  # measured depth, not the Gaussians' centres
+    # every 2 m pixel (all within 2.5 sigma of a wall Gaussian) is owned; the 5 m columns (no Gaussian there) and the NaN are not
+    h, w = view.depth.shape
+    assert len(s) == h * (w - 8) - 1
+    # colours come from the pixels: red = column
+    col = np.round((s.points[:, 0] / 2.0) * 60 + 32 - 0.5).astype(int)
+    assert np.array_equal(s.colors[:, 0], col.astype(np.uint8))
+
+
+def test_a_gaussian_explains_only_points_within_its_floored_extent():
+    geom, cand = _wall_gaussians()
+    view = _plane_view(0)
+    view.depth[:] = 2.1  # 10 cm behind the wall Gaussians: 5 floored sigmas of 2 cm
+    assert len(surface_samples(geom, cand, [view], SurfaceConfig(voxel=0.001))) == 0
+    view.depth[:] = 2.03  # 1.5 floored sigmas: explained
+    assert len(surface_samples(geom, cand, [view], SurfaceConfig(voxel=0.001))) > 0
+    assert len(surface_samples(geom, cand, [view], SurfaceConfig(voxel=0.001, scale_floor=0.005))) == 0
+
+
+def test_voxels_merge_nearby_points_and_views_add_up():
+    geom, cand = _wall_gaussians()
+    fine = surface_samples(geom, cand, [_plane_view()], SurfaceConfig(voxel=0.001))
+    coarse = surface_samples(geom, cand, [_plane_view()], SurfaceConfig(voxel=0.1))
+    keys = np.floor(coarse.points / 0.1).astype(np.int64)
+    assert 0 < len(coarse) < len(fine) / 4 and len(np.unique(keys, axis=0)) == len(coarse)
+    two = surface_samples(geom, cand, [_plane_view(), _plane_view()], SurfaceConfig(voxel=0.001))
+    assert len(two) == len(fine)  # the same points twice merge
+    assert len(surface_samples(geom, torch.zeros(4, dtype=torch.bool), [_plane_view()], SurfaceConfig())) == 0
