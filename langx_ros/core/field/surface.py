@@ -120,6 +120,16 @@ def _backproject(view: SurfaceView) -> tuple[torch.Tensor, torch.Tensor]:
     return cam @ c2w[:3, :3].T + c2w[:3, 3], pix
 
 
+def _first_per_voxel(points: torch.Tensor, voxel: float) -> torch.Tensor:
+    """Ascending indices of the first of ``points`` (P, 3) in each voxel of edge ``voxel`` (on their device)."""
+    from langx_ros.core.instances import voxel_keys
+
+    _, inv = torch.unique(voxel_keys(points, voxel), return_inverse=True)
+    order = torch.arange(points.shape[0], device=points.device)
+    first = torch.full((int(inv.max()) + 1,), points.shape[0], dtype=torch.long, device=points.device)
+    return torch.sort(first.scatter_reduce_(0, inv, order, "amin")).values
+
+
 @torch.no_grad()
 def surface_samples(geom: dict[str, torch.Tensor], candidates: torch.Tensor, views: Sequence[SurfaceView],
                     cfg: SurfaceConfig, chunk: int = 1 << 16) -> SurfaceSamples:
@@ -127,19 +137,19 @@ def surface_samples(geom: dict[str, torch.Tensor], candidates: torch.Tensor, vie
     opacities) that ``candidates`` (N,) bool allows (see the module docstring)."""
     from scipy.spatial import cKDTree
 
-    from langx_ros.core.field.gaussians import voxel_downsample
-
     means = geom["means"].detach()
     n, dev = means.shape[0], means.device
+    cand = torch.nonzero(candidates.to(dev)).squeeze(1)
     pts, cols = [], []
     for v in views:
         p, pix = _backproject(v)
-        pts.append(p.cpu().numpy())
-        cols.append(v.rgb.reshape(-1, 3)[pix.cpu().numpy()])
-    cand = torch.nonzero(candidates.to(dev)).squeeze(1)
+        pts.append(p.to(dev))
+        cols.append(torch.as_tensor(v.rgb.reshape(-1, 3), device=dev)[pix.to(dev)])
     if not pts or sum(len(p) for p in pts) == 0 or cand.numel() == 0:
         return SurfaceSamples.empty(n)
-    points, colors = voxel_downsample(np.concatenate(pts), cfg.voxel, np.concatenate(cols))
+    allp = torch.cat(pts)
+    first = _first_per_voxel(allp, cfg.voxel)
+    points, colors = allp[first].cpu().numpy(), torch.cat(cols)[first].cpu().numpy()
     k = min(cfg.neighbours, int(cand.numel()))
     cm = means[cand]
     reach = float(cfg.max_sigma * max(cfg.scale_floor, float(geom["scales"][cand].max())))
