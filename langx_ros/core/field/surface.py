@@ -11,7 +11,8 @@ Gaussians own, 0.99, 0.97 and 1.2 cm.
 
 Each key frame's depth (the sensor's reading; where it has none, the field's rendered depth
 where the field is opaque, as registration's surface support uses it) is back-projected
-through pixel centres, merged into voxels of ``voxel`` (the first point of each is kept, so
+through pixel centres, less the pixels beside a depth jump (flying pixels: at an object's
+border a sensor, or the field's blended depth, lies between front and back), merged into voxels of ``voxel`` (the first point of each is kept, so
 every sample is a measured point), and given to the candidate Gaussian (observed on a surface)
 that explains it best: among the ``neighbours`` nearest centres, the one of highest opacity x
 exp(-d^2 / 2), d the distance in that Gaussian's own axes with each axis at least
@@ -47,6 +48,12 @@ class SurfaceConfig:
     )
     max_sigma: float = param(3.0, "... and only within this many (floored) standard deviations of its centre.", min=0.1, max=100.0)
     neighbours: int = param(16, "Nearest Gaussian centres considered for each sample.", min=1, max=256)
+    edge_rel: float = param(
+        0.02, "Depth pixels next to a jump are not sampled (flying pixels at object borders, where a sensor or the "
+        "field's rendered depth mixes the front and the back surface): a pixel is dropped when a 4-neighbour's depth "
+        "differs by more than this fraction of its depth ...", min=0.0, max=1.0,
+    )
+    edge_abs: float = param(0.01, "... or by more than this (m), whichever is larger.", min=0.0, max=10.0)
 
 
 @dataclass
@@ -97,23 +104,38 @@ class SurfaceSamples:
         each sample's owner (S,)), in the order of ``gaussians``."""
         g = np.asarray(gaussians, np.int64)
         st = self.start()
-        lo, n = st[g], st[g + 1] - st[g]
-        total = int(n.sum())
-        pos = np.repeat(np.arange(len(g)), n)
-        first = np.cumsum(n) - n  # where each Gaussian's run begins in the output
-        idx = lo[pos] + (np.arange(total) - first[pos])
-        return idx, pos
+        lo = st[g]
+        n = st[g + 1] - lo
+        ends = np.cumsum(n)
+        shift = np.repeat(lo - (ends - n), n)  # sample index - output position, constant along each Gaussian's run
+        return np.arange(int(ends[-1]) if len(ends) else 0) + shift, np.repeat(np.arange(len(g)), n)
 
 
-def _backproject(view: SurfaceView) -> tuple[torch.Tensor, torch.Tensor]:
-    """World points (P, 3) and flat pixel indices (P,) of the finite depth pixels of ``view``."""
+def depth_edges(depth: torch.Tensor, rel: float, abs_tol: float) -> torch.Tensor:
+    """(H, W) bool: pixels of ``depth`` (NaN = none) with a 4-neighbour whose depth differs by more
+    than max(abs_tol, rel x depth); pixels without a reading have no edges."""
+    d = depth
+    tol = torch.clamp(rel * d, min=abs_tol)
+    edge = torch.zeros_like(d, dtype=torch.bool)
+    for dim in (0, 1):
+        n = d.shape[dim]
+        a, b = d.narrow(dim, 0, n - 1), d.narrow(dim, 1, n - 1)
+        jump = (a - b).abs()  # NaN (no reading on either side) compares False
+        edge.narrow(dim, 0, n - 1).logical_or_(jump > tol.narrow(dim, 0, n - 1))
+        edge.narrow(dim, 1, n - 1).logical_or_(jump > tol.narrow(dim, 1, n - 1))
+    return edge
+
+
+def _backproject(view: SurfaceView, cfg: SurfaceConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """World points (P, 3) and flat pixel indices (P,) of the finite depth pixels of ``view`` that
+    are not on a depth jump (:func:`depth_edges`)."""
     from langx_ros.core.frames import pixel_rays
 
     h, w = view.depth.shape
     dev = view.depth.device
     rays = torch.as_tensor(pixel_rays(view.K.detach().cpu().numpy().astype(np.float64), w, h), dtype=torch.float32, device=dev)
     d = view.depth
-    ok = torch.isfinite(d) & (d > 0)
+    ok = torch.isfinite(d) & (d > 0) & ~depth_edges(d, cfg.edge_rel, cfg.edge_abs)
     pix = torch.nonzero(ok.reshape(-1)).squeeze(1)
     cam = rays.reshape(-1, 3)[pix] * d.reshape(-1)[pix, None]
     c2w = torch.linalg.inv(view.viewmat.to(dev, torch.float64)).float()
@@ -142,7 +164,7 @@ def surface_samples(geom: dict[str, torch.Tensor], candidates: torch.Tensor, vie
     cand = torch.nonzero(candidates.to(dev)).squeeze(1)
     pts, cols = [], []
     for v in views:
-        p, pix = _backproject(v)
+        p, pix = _backproject(v, cfg)
         pts.append(p.to(dev))
         cols.append(torch.as_tensor(v.rgb.reshape(-1, 3), device=dev)[pix.to(dev)])
     if not pts or sum(len(p) for p in pts) == 0 or cand.numel() == 0:

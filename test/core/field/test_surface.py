@@ -55,9 +55,10 @@ def test_wall_points_go_to_the_gaussian_that_explains_them():
     x = s.points[:, 0]
     assert np.all(x[s.owner == 0] < 0.05) and np.all(x[s.owner == 1] > -0.05)
     assert np.allclose(s.points[:, 2], 2.0, atol=1e-4)  # measured depth, not the Gaussians' centres
-    # every 2 m pixel (all within 2.5 sigma of a wall Gaussian) is owned; the 5 m columns (no Gaussian there) and the NaN are not
+    # every 2 m pixel (all within 2.5 sigma of a wall Gaussian) is owned but the column beside the jump to 5 m; the 5 m
+    # columns (no Gaussian there) and the NaN are not
     h, w = view.depth.shape
-    assert len(s) == h * (w - 8) - 1
+    assert len(s) == h * (w - 9) - 1
     # colours come from the pixels: red = column
     col = np.round((s.points[:, 0] / 2.0) * 60 + 32 - 0.5).astype(int)
     assert np.array_equal(s.colors[:, 0], col.astype(np.uint8))
@@ -82,3 +83,22 @@ def test_voxels_merge_nearby_points_and_views_add_up():
     two = surface_samples(geom, cand, [_plane_view(), _plane_view()], SurfaceConfig(voxel=0.001))
     assert len(two) == len(fine)  # the same points twice merge
     assert len(surface_samples(geom, torch.zeros(4, dtype=torch.bool), [_plane_view()], SurfaceConfig())) == 0
+
+
+def test_depth_jumps_are_not_sampled():
+    """Flying pixels: both sides of a jump are dropped, smooth slopes and holes are not edges."""
+    from langx_ros.core.field.surface import depth_edges
+
+    d = torch.full((5, 6), 2.0)
+    d[:, 3:] = 3.0  # a step between columns 2 and 3
+    d[0, 0] = float("nan")
+    d[4, :3] = torch.tensor([2.0, 2.02, 2.04])  # a slope of 1 % per pixel: no edge at 2 %
+    e = depth_edges(d, 0.02, 0.01)
+    assert e[:, 2].all() and e[:, 3].all() and not e[:, [0, 1, 4, 5]].any()
+    assert not depth_edges(d, 0.6, 0.01).any()  # a 1 m jump is within 60 % of 2 m
+    geom, cand = _wall_gaussians()
+    view = _plane_view(0)
+    view.depth[:, 40] = 2.4  # one column of flying pixels between the wall and the background
+    s = surface_samples(geom, cand, [view], SurfaceConfig(voxel=0.001))
+    h, w = view.depth.shape
+    assert len(s) == h * (w - 3) - 1  # the column and its two neighbours are gone; the NaN pixel too
