@@ -221,10 +221,7 @@ class LangxNode(Node):
             except Exception as exc:  # noqa: BLE001 - the first query builds it then, and reports what fails
                 self.get_logger().warning(f"could not prepare 3D queries on the new field: {exc}")
             with self.engine.gpu.use():  # no CUDA graph capture in another thread meanwhile
-                keep = f.selectable_gaussians(self.cfg.query.min_opacity).any(1).cpu().numpy()  # what queries can select
-                pts = f.params["means"].detach().cpu().numpy()[keep]
-                cols = f.colors_uint8()[keep]
-                normals = f.surface_normals().cpu().numpy()[keep]
+                pts, cols, normals = f.selectable_cloud(self.cfg.query.min_opacity)  # what queries can select
             self._field_pub.publish(cloud_to_msg(pts, cols, None, self._world_header(), normals))
         self._publish_status()
 

@@ -83,7 +83,7 @@ def test_capture_reconstruct_query_save_load(start_node):
     result, feedback = _reconstruct(s)
     assert result.success, result.message
     assert result.num_gaussians > 100 and result.num_keyframes == 3
-    assert list(result.stage_names) == ["validate", "semantics", "lqc", "init", "field", "register"]
+    assert list(result.stage_names) == ["validate", "semantics", "lqc", "init", "field", "register", "surface"]
     assert "oracle-feature protocol" in result.provenance and "MiniLM" in result.provenance
     stages = [f.stage for f in feedback]
     assert "field" in stages and all(0.0 <= f.progress <= 1.0 for f in feedback)

@@ -80,6 +80,19 @@ class LanguageField:
         return (self.opacities() >= min_opacity)[:, None] & self.observed()
 
     @torch.no_grad()
+    def selectable_cloud(self, min_opacity: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(points (M, 3) float32, colours (M, 3) uint8, unit normals (M, 3) float32) of what a
+        query can select: the surface samples of the selectable Gaussians (the key frames' colours),
+        or, for a field without samples, the selectable Gaussians' centres."""
+        keep = self.selectable_gaussians(min_opacity).any(1).cpu().numpy()
+        normals = self.surface_normals().cpu().numpy().astype(np.float32)
+        if self.surface is not None:
+            s = self.surface
+            mine = keep[s.owner]
+            return s.points[mine], s.colors[mine], normals[s.owner[mine]]
+        return self.params["means"].detach().cpu().numpy().astype(np.float32)[keep], self.colors_uint8()[keep], normals[keep]
+
+    @torch.no_grad()
     def selectable(self, min_opacity: float, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """What a query may select (cached per ``min_opacity``): (N, L) bool, the Gaussian is opaque
         enough and observed at that level; and (L, K) bool, codebook entry k is the code of some

@@ -102,3 +102,24 @@ def test_depth_jumps_are_not_sampled():
     s = surface_samples(geom, cand, [view], SurfaceConfig(voxel=0.001))
     h, w = view.depth.shape
     assert len(s) == h * (w - 3) - 1  # the column and its two neighbours are gone; the NaN pixel too
+
+
+def test_the_map_cloud_shows_the_samples_of_selectable_gaussians():
+    """LanguageField.selectable_cloud (~/field/cloud): the samples of observed, opaque Gaussians with
+    the camera's colours and their owner's normal; without samples, the selectable centres."""
+    from langx_ros.core.field.model import LanguageField
+
+    n = 4
+    params = {"means": torch.arange(12, dtype=torch.float32).reshape(4, 3), "quats": torch.tensor([[1.0, 0, 0, 0]] * n),
+              "scales": torch.full((n, 3), -3.0), "opacities": torch.tensor([4.0, 4.0, -8.0, 4.0]),  # Gaussian 2 faint
+              "colors": torch.zeros(n, 3), "sem": torch.zeros(n, 3)}
+    normals = torch.tensor([[0.0, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, -1]])
+    f = LanguageField(params, None, ["s"], meta={"min_weight": 0.5}, evidence=torch.tensor([[1.0], [1.0], [1.0], [0.0]]),
+                      normals=normals)  # Gaussian 3 unobserved
+    pts, cols, nrm = f.selectable_cloud(0.1)
+    assert np.array_equal(pts, params["means"][:2].numpy()) and np.array_equal(nrm, normals[:2].numpy())
+    owner = np.array([0, 1, 1, 2, 3])
+    f.surface = SurfaceSamples(np.full((5, 3), 7, np.float32) * owner[:, None], np.arange(15, dtype=np.uint8).reshape(5, 3), owner, n)
+    pts, cols, nrm = f.selectable_cloud(0.1)
+    assert np.array_equal(pts[:, 0], [0, 7, 7]) and np.array_equal(cols[:, 0], [0, 3, 6])
+    assert np.array_equal(nrm, normals[[0, 1, 1]].numpy())
