@@ -145,6 +145,7 @@ def test_capture_reconstruct_query_save_load(start_node):
     print(f"burst of 300: {len(served)} served, {len(refused)} refused; round trip p50 {lat[len(lat) // 2]:.0f} ms, p95 {lat[int(len(lat) * 0.95)]:.0f} ms; in the node p50 {node_ms[len(node_ms) // 2]:.0f} ms, p95 {node_ms[int(len(node_ms) * 0.95)]:.0f} ms")
 
     client = LangxClient(s)
+    before = _query(s, ["couch", "sofa", "zebra"], view, masks=False).matches
     ok = client.save("lounge-1")
     assert ok.success and ok.path.endswith("lounge-1"), ok.message
     for bad in ("../escape", "/etc/passwd", "..", "a/b", ""):
@@ -153,7 +154,9 @@ def test_capture_reconstruct_query_save_load(start_node):
     assert not client.load("missing").success
     r = client.load("lounge-1")
     assert r.success, r.message
-    assert _query(s, ["sofa"], view).matches[0].found
+    after = _query(s, ["couch", "sofa", "zebra"], view, masks=False).matches  # the loaded field answers as the saved one
+    assert after[0].found and [m.found for m in after] == [m.found for m in before]
+    assert [m.cloud.width for m in after] == [m.cloud.width for m in before] and [m.score for m in after] == [m.score for m in before]
     assert proc.alive()
 
 
@@ -234,7 +237,7 @@ def test_reconstruct_with_trimap_tiny_random_model(start_node, tmp_path):
     result = client.result(handle, 300)
     assert result.success, result.message
     assert result.num_generated_frames == 2 * 7 and result.num_keyframes == 3
-    assert list(result.stage_names) == ["validate", "semantics", "trimap", "lqc", "init", "field", "register"]
+    assert list(result.stage_names) == ["validate", "semantics", "trimap", "lqc", "init", "field", "register", "surface"]
     # every stage is in the feedback, also those shorter than the feedback period (the toy TriMap)
     assert spin_until(s.executor, lambda: {f.stage for f in feedback} >= set(result.stage_names), 10), [f.stage for f in feedback]
     assert [f.progress for f in feedback] == sorted(f.progress for f in feedback)
