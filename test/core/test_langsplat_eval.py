@@ -61,7 +61,12 @@ def test_box_mean_of_a_stack_equals_each_level_alone():
 def test_border_decides_the_localisation_level():
     """Corner patch of 3 x 3 ones (level 0): 25 / 900 with reflect-101 (324 / 900 with replicate);
     interior patch of 6 x 6 ones (level 1) at rows 20..25, cols 30..35: 36 / 900. The interior
-    wins, and every candidate is a pixel whose window covers the whole interior patch."""
+    wins, and every candidate is a pixel whose window covers the whole interior patch.
+
+    Those 25 x 25 pixels all hold 36 / 900 up to OpenCV's rounding (its large kernels filter by
+    DFT); which of them tie exactly for the maximum depends on the CPU's arithmetic (on an AMD
+    EPYC three, none inside the patch's own box, where CI's earlier machine had one), for the
+    official code as for ours, so the test asks only what holds everywhere."""
     rel = np.zeros((2, 50, 70), np.float32)
     rel[0, :3, :3] = 1
     rel[1, 20:26, 30:36] = 1
@@ -71,7 +76,9 @@ def test_border_decides_the_localisation_level():
     assert len(cand) >= 1
     assert cand[:, 0].min() >= 11 and cand[:, 0].max() <= 35  # r - 15 <= 20 and r + 14 >= 25
     assert cand[:, 1].min() >= 21 and cand[:, 1].max() <= 45
-    assert category_localised(cand, [(30, 20, 35, 25)])
+    f = box_mean(rel)[1]
+    assert np.abs(f[11:36, 21:46] - 36 / 900).max() < 1e-7 and np.array_equal(cand, np.argwhere(f == f.max()))
+    assert category_localised(cand, [(21, 11, 45, 35)])  # the plateau's box
     assert not category_localised(cand, [(0, 0, 5, 5)])
 
 
