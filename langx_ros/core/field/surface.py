@@ -154,24 +154,33 @@ def _first_per_voxel(points: torch.Tensor, voxel: float) -> torch.Tensor:
 
 @torch.no_grad()
 def surface_samples(geom: dict[str, torch.Tensor], candidates: torch.Tensor, views: Sequence[SurfaceView],
-                    cfg: SurfaceConfig, chunk: int = 1 << 16) -> SurfaceSamples:
+                    cfg: SurfaceConfig, chunk: int = 1 << 16, merge_every: int = 1 << 23) -> SurfaceSamples:
     """Sample the depth of ``views`` onto the Gaussians ``geom`` (activated means, quats, scales,
-    opacities) that ``candidates`` (N,) bool allows (see the module docstring)."""
+    opacities) that ``candidates`` (N,) bool allows (see the module docstring). Depth points are
+    merged into voxels whenever more than ``merge_every`` wait (and at the end), so many key
+    frames do not hold all their pixels at once; ``chunk`` samples are assigned at a time."""
     from scipy.spatial import cKDTree
 
     means = geom["means"].detach()
     n, dev = means.shape[0], means.device
     cand = torch.nonzero(candidates.to(dev)).squeeze(1)
-    pts, cols = [], []
+    pts, cols = [torch.zeros(0, 3, device=dev)], [torch.zeros(0, 3, dtype=torch.uint8, device=dev)]
+
+    def merge() -> None:  # keep the first point of each voxel (earlier views first)
+        p, c = torch.cat(pts), torch.cat(cols)
+        first = _first_per_voxel(p, cfg.voxel) if len(p) else torch.zeros(0, dtype=torch.long, device=dev)
+        pts[:], cols[:] = [p[first]], [c[first]]
+
     for v in views:
         p, pix = _backproject(v, cfg)
         pts.append(p.to(dev))
         cols.append(torch.as_tensor(v.rgb.reshape(-1, 3), device=dev)[pix.to(dev)])
-    if not pts or sum(len(p) for p in pts) == 0 or cand.numel() == 0:
+        if sum(len(x) for x in pts) > merge_every:  # bounds memory for many key frames
+            merge()
+    merge()
+    if len(pts[0]) == 0 or cand.numel() == 0:
         return SurfaceSamples.empty(n)
-    allp = torch.cat(pts)
-    first = _first_per_voxel(allp, cfg.voxel)
-    points, colors = allp[first].cpu().numpy(), torch.cat(cols)[first].cpu().numpy()
+    points, colors = pts[0].cpu().numpy(), cols[0].cpu().numpy()
     k = min(cfg.neighbours, int(cand.numel()))
     cm = means[cand]
     reach = float(cfg.max_sigma * max(cfg.scale_floor, float(geom["scales"][cand].max())))

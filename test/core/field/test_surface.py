@@ -82,6 +82,11 @@ def test_voxels_merge_nearby_points_and_views_add_up():
     assert 0 < len(coarse) < len(fine) / 4 and len(np.unique(keys, axis=0)) == len(coarse)
     two = surface_samples(geom, cand, [_plane_view(), _plane_view()], SurfaceConfig(voxel=0.001))
     assert len(two) == len(fine)  # the same points twice merge
+    views = [_plane_view(), _plane_view()]
+    views[1].depth[:] = 2.03  # a second, different view: merged after each view or once, the same samples
+    once = surface_samples(geom, cand, views, SurfaceConfig(voxel=0.02))
+    each = surface_samples(geom, cand, views, SurfaceConfig(voxel=0.02), merge_every=1)
+    assert len(once) > len(coarse) and np.array_equal(once.points, each.points) and np.array_equal(once.owner, each.owner)
     assert len(surface_samples(geom, torch.zeros(4, dtype=torch.bool), [_plane_view()], SurfaceConfig())) == 0
 
 
