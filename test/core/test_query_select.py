@@ -308,3 +308,6 @@ def test_answers_return_the_surface_samples_their_gaussians_own(monkeypatch):
     rows = [int(np.flatnonzero((pts == p).all(1))[0]) for p in s.points]
     assert len(rows) == 4 and rows == sorted(rows) and rows != [0, 1, 2, 3]
     assert s.gaussian_ids.tolist() == list(range(20))
+    f.surface = None  # a field saved before surface samples existed: centres, and the answer says why
+    (old,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    assert np.allclose(old.points, np.asarray(means[:20], np.float32)) and "(the field has no surface samples)" in old.message
