@@ -392,7 +392,7 @@ class AnswerResult:
     level: int
     selected: int
     passing: int
-    counts: np.ndarray  # (R,) points of each returned instance
+    counts: np.ndarray  # (R,) Gaussians of each returned instance
     evidence: np.ndarray  # (R,)
 
 

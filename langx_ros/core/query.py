@@ -217,7 +217,6 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
     (:func:`~langx_ros.core.instances.subsample_key` of the sample or Gaussian ids), kept in order."""
     from langx_ros.core.instances import subsample_key
 
-    rel = rows[:, 9].astype(np.float32)
     surf = field.surface if cfg.points == "surface" else None
     idx, pos = surf.of(gid) if surf is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     if len(idx):
@@ -233,7 +232,7 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
               "Gaussian centres (the field has no surface samples)" if surf is None else
               "Gaussian centres (no key-frame surface sample belongs to this instance)")
     return InstancePoints(rows[keep, 0:3].astype(np.float32), rows[keep, 3:6].astype(np.uint8), rows[keep, 6:9].astype(np.float32),
-                          rel[keep], gid, source)
+                          rows[keep, 9].astype(np.float32), gid, source)
 
 
 def _subsample(key: np.ndarray, max_points: int) -> np.ndarray:

@@ -302,9 +302,9 @@ def test_answers_return_the_surface_samples_their_gaussians_own(monkeypatch):
     (alt,) = m.alternatives
     assert alt.gaussian_ids.tolist() == list(range(20, 30)) and "no key-frame surface sample" in alt.message
     assert np.allclose(alt.points, np.asarray(means[20:], np.float32)) and np.allclose(alt.normals, [0, 1, 0])
-    (c,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, QueryConfig(**{**cfg.__dict__, "points": "centres"}))
+    (c,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, points="centres"))
     assert np.allclose(c.points, np.asarray(means[:20], np.float32)) and "20 Gaussian centres" in c.message
-    (s,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, QueryConfig(**{**cfg.__dict__, "max_points": 4}))
+    (s,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, max_points=4))
     rows = [int(np.flatnonzero((pts == p).all(1))[0]) for p in s.points]
     assert len(rows) == 4 and rows == sorted(rows) and rows != [0, 1, 2, 3]
     assert s.gaussian_ids.tolist() == list(range(20))
