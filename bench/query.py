@@ -104,7 +104,7 @@ def profile_select_3d(field: LanguageField, text: torch.Tensor, canon: torch.Ten
 
 def graph_gpu_ms(plan, repeat: int = 50) -> float:
     """Median GPU time of one replay of the plan's captured graph (CUDA events)."""
-    graph = plan._graph(plan._cap)[0]
+    graph = plan._graph(plan._cap, plan._scap)[0]
     times = []
     for _ in range(repeat):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
