@@ -4,7 +4,8 @@ apart, and 2D relevancy + mask at 640x480.
 The field is built with random LQC weights, codes and codebook features (speed does not depend
 on them): 1% of the Gaussians, one spatial blob, carry the code the query text matches, so selection and instance
 separation do real work; each Gaussian owns two surface samples, which the answer returns
-(``query.points: surface``; ``centres`` is timed beside it). select_3d is timed as the product runs it (on CUDA: the replayed CUDA
+(``query.points: surface``; ``centres`` is timed beside it), less the one in ten whose own label
+is another (``query.sample_vote``). select_3d is timed as the product runs it (on CUDA: the replayed CUDA
 graph), with ``query.cuda_graph`` off (the same kernels launched one by one), and, with
 ``--baseline FILE``, the select_3d of another query.py (an earlier commit's:
 ``git show REV:langx_ros/core/query.py > FILE``), interleaved in the same run on the same field,
@@ -38,9 +39,10 @@ def make_field(n: int, device: str, levels: int = 3, seed: int = 0,
     with torch.no_grad():
         lqc.codebook.copy_(torch.randn(lqc.codebook.shape, generator=g))
     means = torch.rand(n, 3, generator=g) * 4 - 2
-    codes = lqc.codebook.detach()[torch.randint(0, 2048, (n, levels), generator=g)]
+    index = torch.randint(0, 2048, (n, levels), generator=g)
     blob = (means - torch.tensor([1.0, 1.0, 0.0])).norm(dim=1).argsort()[: n // 100]
-    codes[blob] = lqc.codebook.detach()[7]
+    index[blob] = 7
+    codes = lqc.codebook.detach()[index]
     params = {
         "means": means,
         "quats": torch.randn(n, 4, generator=g),
@@ -53,7 +55,10 @@ def make_field(n: int, device: str, levels: int = 3, seed: int = 0,
     # surface samples (core/field/surface.py): samples_per_gaussian key-frame points beside each centre
     owner = np.repeat(np.arange(n), samples_per_gaussian)
     pts = means.numpy()[owner] + 0.002 * np.random.default_rng(seed).standard_normal((len(owner), 3)).astype(np.float32)
-    surface = SurfaceSamples(pts.astype(np.float32), np.full((len(owner), 3), 128, np.uint8), owner, n)
+    # each sample's own label (query.sample_vote): its owner's, one in ten another (the views disagree)
+    rng = np.random.default_rng(seed + 1)
+    own = np.where(rng.random((len(owner), levels)) < 0.1, rng.integers(0, 2048, (len(owner), levels)), index.numpy()[owner])
+    surface = SurfaceSamples(pts.astype(np.float32), np.full((len(owner), 3), 128, np.uint8), owner, n, code=own.astype(np.int32))
     field = LanguageField(params, lqc, ["s", "m", "l"][:levels], {"weights": "random (benchmark)"}, {"min_weight": 0.1},
                           evidence, torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1),
                           surface=surface).to(device)
@@ -104,7 +109,7 @@ def profile_select_3d(field: LanguageField, text: torch.Tensor, canon: torch.Ten
 
 def graph_gpu_ms(plan, repeat: int = 50) -> float:
     """Median GPU time of one replay of the plan's captured graph (CUDA events)."""
-    graph = plan._graph(plan._cap, plan._scap)[0]
+    graph = plan._graph(plan._cap)[0]
     times = []
     for _ in range(repeat):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

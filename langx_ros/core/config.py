@@ -155,6 +155,12 @@ class QueryConfig:
         choices=("surface", "centres"),
     )
     max_points: int = param(200_000, "Most points returned per match (a uniform subsample beyond).", min=1, max=100_000_000)
+    sample_vote: bool = param(
+        True, "Surface points are labelled by the views that see them (the registration's cross-view vote, per "
+        "measured point); an answer drops its Gaussians' points whose own label does not pass the query's cut, so a "
+        "Gaussian fitted to one view's mislabelled pixels does not bring in points the other views see as something "
+        "else. Points no view labels are kept. false = every point of the answer's Gaussians.",
+    )
     mask_box_px: int = param(
         30,
         "Mean filter size (px) of the 2D relevancy smoothing: cv2.filter2D, reflect-101 border, anchor at "

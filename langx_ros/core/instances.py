@@ -48,9 +48,6 @@ GRAPH_ROUNDS = 8
 # the (cap, 27) int64 neighbour tables the largest) for the field's lifetime; a query selecting
 # more Gaussians than this runs eagerly, its memory freed afterwards
 GRAPH_MAX_CAP = 1 << 18
-# the same for the surface samples an answer returns (buffers of (scap, 10) float32 and a few
-# (scap,) int64: ~100 MB at this size)
-GRAPH_MAX_SAMPLES = 1 << 20
 
 
 def voxel_keys(points: torch.Tensor, radius: float) -> torch.Tensor:
@@ -164,12 +161,11 @@ class AnswerShape:
     max_instances: int  # instances returned
     weights: RankWeights
     rounds: int | None  # label-propagation rounds (None: until converged, eager only)
-    scap: int = 0  # surface samples the buffers hold (0: exactly as many as returned, eager only)
 
 
-# meta vector: [peak, cut logit, level, selected, instances passing, converged, samples returned]
-# + per returned instance: Gaussians (max_instances), evidence (max_instances), samples (max_instances)
-_META = 7
+# meta vector: [peak, cut logit, level, selected, instances passing, converged] + per returned
+# instance: points (max_instances) + evidence (max_instances)
+_META = 6
 
 
 def rank_keys(sums: dict[str, torch.Tensor], min_points: int, w: RankWeights) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,25 +209,16 @@ class FieldTables:
     views: torch.Tensor | None  # (N, L) or None (not used)
     answer: torch.Tensor  # (N, 9) centre, colour, normal (LanguageField.answer_table)
     offsets: torch.Tensor  # NEIGHBOURS on the device
-    samples: torch.Tensor | None = None  # (S, 6) float32 surface samples (point, colour 0..255) by owner; None = centres
-    sample_start: torch.Tensor | None = None  # (N + 1,) int64 the first sample of each Gaussian (CSR offsets)
 
     @classmethod
     def of(cls, field: "LanguageField", min_opacity: float, codebook_size: int, use_labelled: bool,
-           use_views: bool, use_samples: bool = False) -> "FieldTables":
-        """``use_samples``: answers return the field's surface samples (if it has any) instead of centres."""
+           use_views: bool) -> "FieldTables":
         ok, present = field.selectable(min_opacity, codebook_size)
         code = torch.where(ok, field.code_index(), codebook_size).T.contiguous()
         dev = field.device
-        samples = start = None
-        surf = field.surface if use_samples else None
-        if surf is not None and len(surf):
-            samples = torch.cat([torch.as_tensor(surf.points, dtype=torch.float32),
-                                 torch.as_tensor(surf.colors).float()], 1).to(dev)
-            start = torch.as_tensor(surf.start(), dtype=torch.int64).to(dev)
         return cls(code, present, field.params["means"].detach(), field.evidence,
                    field.labelled if use_labelled else None, field.agree_views if use_views else None,
-                   field.answer_table(), torch.as_tensor(NEIGHBOURS, device=dev), samples, start)
+                   field.answer_table(), torch.as_tensor(NEIGHBOURS, device=dev))
 
 
 def select_mask(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, threshold: torch.Tensor,
@@ -297,32 +284,8 @@ def compact(mask: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor, t
     return torch.cat([ids, ids.new_zeros(max(1, n) - n)]), slots < n, torch.tensor(n, device=dev)
 
 
-def sample_rows(t: FieldTables, gid: torch.Tensor, returned: torch.Tensor, rows: torch.Tensor, count: torch.Tensor,
-                scap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The surface samples the returned Gaussians own, in fixed shapes (the CSR gather of
-    :meth:`~langx_ros.core.field.surface.SurfaceSamples.of` on the device).
-
-    ``gid`` (cap,) Gaussian ids by instance rank then id, ``returned`` (cap,) bool (a prefix),
-    ``rows`` (cap, 10) their answer rows, ``count`` (k,) Gaussians of each returned instance.
-    Returns srows (scap, 10) float32: point, colour, the owner's normal and relevancy, in the
-    order of the owners, then the samples of each owner (the first ``total`` count); (k,) samples
-    of each instance; the 0-d total (may exceed ``scap``: then the rest is cut). ``scap`` 0:
-    exactly ``total`` slots (a host wait; eager only)."""
-    st = t.sample_start
-    n_s = torch.where(returned, st[gid + 1] - st[gid], 0)
-    ends = torch.cumsum(n_s, 0)
-    total = ends[-1]
-    slots = torch.arange(scap if scap > 0 else max(1, int(total)), device=gid.device)
-    row = torch.searchsorted(ends, slots, right=True).clamp_(max=gid.shape[0] - 1)  # each slot's owner
-    sidx = torch.where(slots < total, st[gid[row]] + slots - (ends[row] - n_s[row]), 0)
-    srows = torch.cat([t.samples[sidx], rows[row, 6:10]], 1)
-    last = torch.cumsum(count, 0) - 1  # each instance's last row (-1: no rows up to it)
-    upto = torch.where(last >= 0, ends[last.clamp(min=0)], 0)
-    return srows, torch.diff(upto, prepend=upto.new_zeros(1)), total
-
-
 def answer(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, threshold: torch.Tensor,
-           shape: AnswerShape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+           shape: AnswerShape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One query's 3D answer in fixed shapes (capturable when ``shape.rounds`` is set).
 
     Args:
@@ -332,12 +295,9 @@ def answer(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, thresho
         rows (cap, 10) float32: centre, colour, normal, relevancy of the returned instances'
         Gaussians, by instance rank then Gaussian id (the first sum(counts) rows count); gid (cap,)
         their Gaussian ids;
-        srows (scap, 10) float32: with surface samples in ``t``, the samples those Gaussians own
-        (:func:`sample_rows`; (0, 10) without);
-        meta (7 + 3 max_instances,) float64: peak relevancy, cut logit, level, Gaussians selected
-        (may exceed cap: then the rest is incomplete), instances that pass, converged (1/0),
-        samples returned (may exceed scap), then each returned instance's Gaussian count, its
-        evidence and its sample count.
+        meta (6 + 2 max_instances,) float64: peak relevancy, cut logit, level, Gaussians selected
+        (may exceed cap: then the rest is incomplete), instances that pass, converged (1/0), then
+        each returned instance's Gaussian count and its evidence.
     """
     dev = logit.device
     k = shape.max_instances
@@ -367,14 +327,10 @@ def answer(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, thresho
     rows = torch.cat([t.answer[gid], torch.sigmoid(lg[sel])[:, None]], 1)
     ev = torch.zeros(k, dtype=torch.float64, device=dev)
     ev[:kk] = torch.where(top_ok, mass[top], 0.0)
-    if t.samples is not None:
-        srows, scount, stotal = sample_rows(t, gid, r[sel] < k, rows, count[:k], shape.scap)
-    else:
-        srows, scount, stotal = rows.new_zeros(0, 10), count.new_zeros(k), count.new_zeros(())
     head = torch.stack([peak.double(), cut.double(), lvl[0].double(), selected.double(), (mass >= 0).sum().double(),
-                        converged.double(), stotal.double()])
-    meta = torch.cat([head, count[:k].double(), ev, scount.double()])
-    return rows, gid, srows, meta
+                        converged.double()])
+    meta = torch.cat([head, count[:k].double(), ev])
+    return rows, gid, meta
 
 
 class CaptureGate:
@@ -438,59 +394,48 @@ class AnswerResult:
     passing: int
     counts: np.ndarray  # (R,) Gaussians of each returned instance
     evidence: np.ndarray  # (R,)
-    srows: np.ndarray | None = None  # (S, 10) the surface samples they own (point, colour, normal, relevancy); None = centres
-    sample_counts: np.ndarray | None = None  # (R,) samples of each returned instance
 
 
-def returned_sizes(meta: np.ndarray, k: int) -> tuple[int, int]:
-    """(Gaussians, surface samples) an answer's ``meta`` returns: the prefixes of rows and srows the host needs."""
-    n_ret = int(min(k, meta[4]))
-    return int(meta[_META: _META + n_ret].sum()), int(meta[6])
-
-
-def _result(rows: np.ndarray, gid: np.ndarray, srows: np.ndarray | None, meta: np.ndarray, k: int) -> AnswerResult:
-    """The host's part of an answer: the returned instances' rows (every Gaussian of each) and
-    the samples they own (the caller subsamples the points it returns, core/query.py)."""
+def _result(rows: np.ndarray, gid: np.ndarray, meta: np.ndarray, k: int) -> AnswerResult:
+    """The host's part of an answer: the returned instances' rows (every Gaussian of each; the
+    caller subsamples the points it returns, core/query.py)."""
     n_ret = int(min(k, meta[4]))
     counts = meta[_META: _META + n_ret].astype(np.int64)
-    n, s = returned_sizes(meta, k)
+    n = int(counts.sum())
     return AnswerResult(rows[:n], gid[:n], float(meta[0]), float(meta[1]), int(meta[2]), int(meta[3]), int(meta[4]), counts,
-                        meta[_META + k: _META + k + n_ret].copy(), srows[:s] if srows is not None else None,
-                        meta[_META + 2 * k: _META + 2 * k + n_ret].astype(np.int64))
+                        meta[_META + k: _META + k + n_ret].copy())
 
 
 class AnswerPlan:
     """Answers 3D queries against one field: :func:`answer` on its device, as a CUDA graph there.
 
     Built once per field and query settings (the field's tables are read in place, so the field
-    must not change afterwards). On CUDA, :func:`answer` is captured per capacity (Gaussians and
-    surface samples, each a power of two, grown when a query selects or returns more than they
-    hold, up to ``GRAPH_MAX_CAP`` / ``GRAPH_MAX_SAMPLES``; larger answers run eagerly) and
-    replayed: the host copies the query's logits in, launches one graph and, after one wait for
-    the small meta vectors, copies exactly the rows each answer returns (a second wait). A
-    selection whose components need more than ``GRAPH_ROUNDS`` propagation rounds is finished
-    eagerly. With a :class:`CaptureGate`, a capture waits for a moment when no other thread uses
-    the GPU (until then the query is answered eagerly). If capture fails (an unsupported torch
-    build), the plan logs a warning and answers eagerly from then on (``mode`` says which).
+    must not change afterwards). On CUDA, :func:`answer` is captured per capacity (a power of
+    two, grown when a query selects more Gaussians than it holds, up to ``GRAPH_MAX_CAP``; larger
+    selections run eagerly) and replayed: the host copies
+    the query's logits in, launches one graph, and queues the copies of its results; one wait per
+    call. A selection whose components need more than ``GRAPH_ROUNDS`` propagation rounds is
+    finished eagerly. With a :class:`CaptureGate`, a capture waits for a moment when no other
+    thread uses the GPU (until then the query is answered eagerly). If capture fails (an
+    unsupported torch build), the plan logs a warning and answers eagerly from then on (``mode``
+    says which).
     """
 
     def __init__(self, tables: FieldTables, shape: AnswerShape, codebook_size: int, mode: str = "graph",
-                 start_cap: int = 1 << 14, gate: CaptureGate | None = None, start_scap: int | None = None):
+                 start_cap: int = 1 << 14, gate: CaptureGate | None = None):
         if mode not in ("graph", "eager"):
             raise ValueError(f"AnswerPlan mode must be 'graph' or 'eager', not {mode!r}")
         if not 0 < shape.max_instances < (1 << 15) - 1:
             raise ValueError(f"max_instances must be in 1..32766 (ranks sort as 16-bit keys), not {shape.max_instances}")
         self.t = tables
-        self.shape = shape  # cap, scap and rounds are set per capture / call
+        self.shape = shape  # cap and rounds are set per capture / call
         self.k = codebook_size
         self.device = tables.means.device
         # "graph" on a CPU replays the same fixed shapes without a capture (what the tests check)
         self.mode = "cuda-graph" if mode == "graph" and self.device.type == "cuda" else \
             "fixed-shape" if mode == "graph" else "eager"
         self._cap = start_cap
-        # sample buffers: 2 per Gaussian to start (a real field's median); none without samples
-        self._scap = (start_scap or 2 * start_cap) if tables.samples is not None else 0
-        self._graphs: dict[tuple[int, int], tuple] = {}
+        self._graphs: dict[int, tuple] = {}
         self._lock = threading.Lock()
         self._gate = gate  # None: this process captures whenever it needs to (a script, one thread)
 
@@ -512,22 +457,20 @@ class AnswerPlan:
             return [self._eager(row, thr_logit, threshold) for row in logits]
 
     def _eager(self, logit: torch.Tensor, thr_logit: float, threshold: float) -> AnswerResult:
-        """:func:`answer` run eagerly with buffers of exactly the answer's size and label
+        """:func:`answer` run eagerly with buffers of exactly the selection's size and label
         propagation until it converges."""
         thr = torch.tensor(thr_logit, device=self.device)
         th = torch.tensor(float(threshold), device=self.device)
-        shape = replace(self.shape, cap=0, scap=0, rounds=None)
-        rows, gid, srows, meta = to_host(*answer(self.t, logit, thr, th, shape))
-        return _result(rows, gid, srows if self.t.samples is not None else None, meta, shape.max_instances)
+        shape = replace(self.shape, cap=0, rounds=None)
+        return _result(*to_host(*answer(self.t, logit, thr, th, shape)), shape.max_instances)
 
-    def _graph(self, cap: int, scap: int) -> tuple:
-        """The graph of :func:`answer` at capacities ``cap`` and ``scap``, its static inputs and
-        outputs (captured once; without CUDA, a stand-in that reruns :func:`answer` into the same
-        outputs)."""
-        if (cap, scap) not in self._graphs:
+    def _graph(self, cap: int) -> tuple:
+        """The graph of :func:`answer` at capacity ``cap``, its static inputs and outputs (captured once;
+        without CUDA, a stand-in that reruns :func:`answer` into the same outputs)."""
+        if cap not in self._graphs:
             dev = self.device
             static = (torch.zeros(self.k, device=dev), torch.zeros((), device=dev), torch.zeros((), device=dev))
-            shape = replace(self.shape, cap=cap, scap=scap, rounds=GRAPH_ROUNDS)
+            shape = replace(self.shape, cap=cap, rounds=GRAPH_ROUNDS)
             if self.mode == "cuda-graph":
                 with self._gate.capture() if self._gate is not None else nullcontext(True) as ok:
                     if not ok:
@@ -536,8 +479,8 @@ class AnswerPlan:
             else:
                 outs = answer(self.t, *static, shape)
                 graph = _Rerun(lambda: answer(self.t, *static, shape), outs)
-            self._graphs[(cap, scap)] = (graph, static, outs)
-        return self._graphs[(cap, scap)]
+            self._graphs[cap] = (graph, static, outs)
+        return self._graphs[cap]
 
     def _capture(self, static: tuple, shape: AnswerShape) -> tuple:
         """(graph, outputs) of :func:`answer` captured on CUDA, after a warm-up run on a side stream."""
@@ -553,56 +496,38 @@ class AnswerPlan:
         return graph, outs
 
     def _replay(self, logits: torch.Tensor, thr_logit: float, threshold: float) -> list[tuple]:
-        """Replays the graph for every row: each result's meta is copied to the host (one wait),
-        then the prefixes of its rows, ids and samples that it returns (a second wait); a result
-        that outgrew its buffers or rounds comes back without them (see :meth:`_finish`)."""
-        key = (self._cap, self._scap)
-        graph, (s_logit, s_thr, s_th), outs = self._graph(*key)
-        cuda = self.device.type == "cuda"
-        kept = []
-        for i, row in enumerate(logits):
+        """Replays the graph for every row, queueing each result's copy to the host; one wait."""
+        cap = self._cap
+        graph, (s_logit, s_thr, s_th), outs = self._graph(cap)
+        queued = []
+        for row in logits:
             s_logit.copy_(row)
             s_thr.fill_(thr_logit)
             s_th.fill_(threshold)
             graph.replay()
-            *data, meta = outs
-            # the next replay overwrites the outputs: keep a copy (on the device; on a CPU the outputs are host tensors)
-            if i < len(logits) - 1 or not cuda:
-                data = [d.clone() for d in data]
-            kept.append((data, meta.to("cpu", non_blocking=True) if cuda else meta.clone()))
-        if cuda:
+            # queued copies (stream-ordered before the next replay); on a CPU the outputs are the host copies
+            queued.append((cap, [o.to("cpu", non_blocking=True) if o.is_cuda else o.clone() for o in outs]))
+        if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
-        results = []
-        for (rows, gid, srows), meta in kept:
-            meta = meta.numpy()
-            if meta[3] > key[0] or meta[5] == 0 or meta[6] > key[1]:
-                results.append((key, meta, None))
-                continue
-            n, s = returned_sizes(meta, self.shape.max_instances)
-            parts = [rows[:n], gid[:n], srows[:s]]
-            results.append((key, meta, [p.to("cpu", non_blocking=True) for p in parts] if cuda else parts))
-        if cuda:
-            torch.cuda.current_stream(self.device).synchronize()
-        return results
+        return queued
 
     def _finish(self, row: torch.Tensor, res: tuple, thr_logit: float, threshold: float) -> AnswerResult:
-        """A replayed result on the host; a selection larger than the buffers (Gaussians or samples)
-        is answered again with buffers grown to the next power of two, one whose components did not
-        converge within the graph's rounds eagerly."""
-        (cap, scap), meta, parts = res
-        if parts is not None:
-            rows, gid, srows = (p.numpy() for p in parts)
-            return _result(rows, gid, srows if self.t.samples is not None else None, meta, self.shape.max_instances)
-        if meta[3] > cap or meta[6] > scap:
-            need = 1 << int(np.ceil(np.log2(max(meta[3], 1)))) if meta[3] > cap else cap
-            sneed = 1 << int(np.ceil(np.log2(max(meta[6], 1)))) if meta[6] > scap else scap
-            if need > GRAPH_MAX_CAP or sneed > GRAPH_MAX_SAMPLES:
+        """A replayed result on the host; a selection larger than the buffers is answered again
+        with buffers grown to the next power of two, one whose components did not converge within
+        the graph's rounds eagerly."""
+        cap, (rows, gid, meta) = res
+        meta = meta.numpy()
+        if meta[3] > cap:
+            need = 1 << int(np.ceil(np.log2(meta[3])))
+            if need > GRAPH_MAX_CAP:
                 return self._eager(row, thr_logit, threshold)
-            self._cap, self._scap = max(self._cap, need), max(self._scap, sneed)
-            for small in [c for c in self._graphs if c != (self._cap, self._scap)]:  # outgrown: free their buffers
+            self._cap = max(self._cap, need)
+            for small in [c for c in self._graphs if c < self._cap]:  # outgrown: free their buffers
                 del self._graphs[small]
             return self._finish(row, self._replay(row[None], thr_logit, threshold)[0], thr_logit, threshold)
-        return self._eager(row, thr_logit, threshold)  # not converged within the graph's rounds
+        if meta[5] == 0:
+            return self._eager(row, thr_logit, threshold)
+        return _result(rows.numpy(), gid.numpy(), meta, self.shape.max_instances)
 
 
 class _Rerun:

@@ -20,7 +20,8 @@ import torch
 from langx_ros.core.config_fields import param
 from langx_ros.core.field.gaussians import init_from_points
 from langx_ros.core.field.model import LanguageField
-from langx_ros.core.field.registration import Registration, RegistrationConfig, RegistrationView, register, registered_codes
+from langx_ros.core.field.registration import (Registration, RegistrationConfig, RegistrationView, register, register_points,
+                                               registered_codes)
 from langx_ros.core.field.surface import SurfaceConfig, SurfaceView, surface_samples
 from langx_ros.core.field.train import Cancelled, FieldConfig, TrainView, activated, train_field
 from langx_ros.core.frames import Frame, FrameError, backproject, normals_from_depth, validate_frame
@@ -118,6 +119,23 @@ def _views(frames: Sequence[Frame], normals: Sequence[np.ndarray | None], sem: l
             v.codes = [torch.as_tensor(c, dtype=torch.float32, device=device) for c in codes_per_frame[i]]
         out.append(v)
     return out
+
+
+def _sample_codes(surface, views: Sequence[RegistrationView], reg: Registration, num_levels: int, cfg: RegistrationConfig,
+                  lqc: LQC, device: torch.device) -> np.ndarray:
+    """(M, L) int32 the codebook entry of each surface sample's own label, the views' vote
+    (registration.register_points, against the depth the registration used), -1 where no view labels it."""
+    code = np.full((len(surface), num_levels), -1, np.int32)
+    if not len(surface):
+        return code
+    pts = torch.as_tensor(surface.points, device=device)
+    for lvl, vote in enumerate(register_points(pts, views, reg.view_depth, num_levels, cfg)):
+        if vote is not None:
+            feats, votes = vote
+            ok = votes > 0
+            if bool(ok.any()):
+                code[ok.cpu().numpy(), lvl] = lqc.quantize(feats[ok].to(lqc.codebook.device))[0].cpu().numpy()
+    return code
 
 
 def _registration_views(views: Sequence[TrainView], sem: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[RegistrationView]:
@@ -352,6 +370,7 @@ def reconstruct(
         report("surface", 0.0, f"sampling the depth of {len(frames)} key frames onto the observed Gaussians")
         sviews = [SurfaceView(v.viewmat, v.K, d, f.rgb) for v, d, f in zip(views, reg.view_depth, frames)]
         surface = surface_samples(activated(params), observed.any(1), sviews, surface_cfg)
+        surface.code = _sample_codes(surface, reg_views, reg, len(levels), reg_cfg, lqc, device)
         timings["surface"] = time.perf_counter() - t
         report("surface", 1.0, f"{len(surface)} surface samples on {int((surface.owned_counts() > 0).sum())} Gaussians")
 
@@ -368,7 +387,7 @@ def reconstruct(
                           + f"; {n_obs}/{observed.shape[0]} Gaussians observed",
         "answer points": (f"surface samples: the depth of the {len(frames)} key frames (the sensor's, the field's rendered "
                           f"depth where the sensor has none) in {surface_cfg.voxel * 100:g} cm voxels, each owned by the "
-                          f"Gaussian that explains it ({len(surface)} samples)") if surface is not None else
+                          f"Gaussian that explains it ({len(surface)} samples), each labelled by the views that see it") if surface is not None else
                          "Gaussian centres (surface.enabled: false)",
     }
     if trimap is not None:

@@ -105,6 +105,12 @@ def test_provenance_and_progress(built):
     assert "register: evidence of 4 views" in starts[-2][2]
     assert "depth of 4 key frames" in starts[-1][2] and "surface samples on" in stages[-1][2]
     assert p["answer points"].startswith("surface samples") and len(res.field.surface) > 1000
+    # every sample is labelled by the views that see it (it came from one of them); on this clean scene
+    # its own label is mostly its owner's, and where they differ the sample sits at an object's border
+    s = res.field.surface
+    own = res.field.code_index()[torch.as_tensor(s.owner), 0].numpy()
+    print(f"samples labelled {(s.code >= 0).mean():.3f}, agreeing with their owner {(s.code[:, 0] == own).mean():.3f}")
+    assert (s.code >= 0).mean() > 0.99 and (s.code[:, 0] == own).mean() > 0.8
 
 
 def test_save_load_renders_the_same(built, tmp_path):
@@ -119,7 +125,7 @@ def test_save_load_renders_the_same(built, tmp_path):
     assert loaded.provenance == res.field.provenance and loaded.levels == ["instance"]
     for k in ("evidence", "normals", "labelled", "agree_views"):  # the registration's results travel with the field
         assert getattr(res.field, k) is not None and torch.equal(getattr(loaded, k), getattr(res.field, k)), k
-    for k in ("points", "colors", "owner"):  # so do its surface samples
+    for k in ("points", "colors", "owner", "code"):  # so do its surface samples and their own labels
         assert np.array_equal(getattr(loaded.surface, k), getattr(res.field.surface, k)), k
     save_field(loaded, folder)  # replacing an existing folder works and leaves nothing behind
     names = sorted(p.name for p in tmp_path.iterdir())

@@ -311,3 +311,35 @@ def test_answers_return_the_surface_samples_their_gaussians_own(monkeypatch):
     f.surface = None  # a field saved before surface samples existed: centres, and the answer says why
     (old,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
     assert np.allclose(old.points, np.asarray(means[:20], np.float32)) and "(the field has no surface samples)" in old.message
+
+
+def test_answer_points_the_views_label_as_something_else_are_left_out(monkeypatch):
+    """query.sample_vote: a surface sample whose own label (the views' vote) fails the query's cut
+    is not returned, one no view labels is; with none passing, all are returned and the message
+    says so; sample_vote false returns every sample of the answer's Gaussians."""
+    import torch
+
+    from langx_ros.core.field.surface import SurfaceSamples
+    from langx_ros.core.query import select_3d
+
+    means = _cluster([0, 0, 0], 20, 0)
+    f = _field_with(means, [5.0] * 20)
+    _patch_relevancy(monkeypatch, [0.9] * 5 + [0.8] * 15 + [0.1])  # entry 20: another object's label
+    owner = np.repeat(np.arange(5), 3)
+    pts = np.asarray(means, np.float32)[owner] + np.float32(0.001) * np.arange(15, dtype=np.float32)[:, None]
+    code = np.zeros((15, 1), np.int32)
+    code[[1, 4, 7]] = 20
+    code[2] = -1
+    code[3] = 7  # labelled as another Gaussian's entry that passes (0.8 >= the cut)
+    f.surface = SurfaceSamples(pts, np.full((15, 3), 7, np.uint8), owner.astype(np.int64), f.num_gaussians, code=code)
+    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0)
+    (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    keep = [i for i in range(15) if i not in (1, 4, 7)]
+    assert m.found and np.array_equal(m.points, pts[keep]) and "3 more that the views label otherwise left out" in m.message
+    assert np.allclose(m.relevancy, [0.8 if i == 3 else 0.9 for i in keep])  # the sample's own label's relevancy
+    (every,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, sample_vote=False))
+    assert np.array_equal(every.points, pts) and np.array_equal(every.gaussian_ids, m.gaussian_ids)
+    f.surface.code[:] = 20
+    f.plans().clear()
+    (none,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
+    assert np.array_equal(none.points, pts) and "label none of them as the query" in none.message

@@ -23,6 +23,7 @@ FORMAT = "langx_field/1"
 PARAM_KEYS = ("means", "quats", "scales", "opacities", "colors", "sem")
 OBSERVATION_KEYS = ("evidence", "normals", "labelled", "agree_views")  # registration results (absent in older fields)
 SURFACE_KEYS = ("surface_points", "surface_colors", "surface_owner")  # surface samples (absent in older fields)
+SURFACE_CODE = "surface_code"  # the samples' own labels (absent in older fields)
 
 
 def save_field(field: LanguageField, folder: str | Path) -> Path:
@@ -42,6 +43,8 @@ def save_field(field: LanguageField, folder: str | Path) -> Path:
             sf = field.surface
             for k, a in zip(SURFACE_KEYS, (sf.points, sf.colors, sf.owner)):
                 tensors[k] = torch.from_numpy(np.ascontiguousarray(a))
+            if sf.code is not None:
+                tensors[SURFACE_CODE] = torch.from_numpy(np.ascontiguousarray(sf.code))
         atomic_write_bytes(tmp / "field.safetensors", save(tensors))
         atomic_write_json(tmp / "field.json", {"format": FORMAT, "levels": field.levels, "provenance": field.provenance,
                                               "meta": field.meta, "num_gaussians": field.num_gaussians})
@@ -74,12 +77,13 @@ def load_field(folder: str | Path, device: torch.device | str = "cpu") -> Langua
     if missing:
         raise ValueError(f"{folder / 'field.safetensors'} lacks {', '.join(missing)}")
     n = tensors["means"].shape[0]
-    if any(t.shape[0] != n for k, t in tensors.items() if k not in SURFACE_KEYS):
+    if any(t.shape[0] != n for k, t in tensors.items() if k not in SURFACE_KEYS + (SURFACE_CODE,)):
         raise ValueError(f"{folder / 'field.safetensors'}: parameter lengths differ")
     surface = None
     if all(k in tensors for k in SURFACE_KEYS):
         try:
-            surface = SurfaceSamples(*(tensors[k].cpu().numpy() for k in SURFACE_KEYS), num_gaussians=n)
+            code = tensors[SURFACE_CODE].cpu().numpy() if SURFACE_CODE in tensors else None
+            surface = SurfaceSamples(*(tensors[k].cpu().numpy() for k in SURFACE_KEYS), num_gaussians=n, code=code)
         except ValueError as exc:
             raise ValueError(f"{folder / 'field.safetensors'}: {exc}") from None
     lqc = LQC.load(folder / "lqc.safetensors", device)

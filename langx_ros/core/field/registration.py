@@ -289,3 +289,68 @@ def registered_codes(reg: Registration, lqc, current: torch.Tensor, means: torch
             _, nn = cKDTree(m[ids.cpu().numpy()]).query(m[rest.cpu().numpy()], k=1, workers=-1)
             out[rest, lvl] = out[ids[torch.as_tensor(nn, device=ids.device)], lvl]
     return out.reshape(n, levels * d)
+
+
+@torch.no_grad()
+def register_points(points: torch.Tensor, views: Sequence[RegistrationView], view_depth: Sequence[torch.Tensor],
+                    num_levels: int, cfg: RegistrationConfig, chunk: int = 1 << 15) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """The registration's cross-view vote for measured surface points (core/field/surface.py).
+
+    Each point takes the features of the segments it lies in, in every view that sees it: it
+    projects inside the image at a depth within max(support_abs, support_rel x depth) of that
+    view's depth ``view_depth`` (the registration's: the sensor's, else the field's rendered
+    depth), and the pixel has a segment. One vote per view; then ``cfg.vote_rounds`` rounds
+    re-weight each view's feature by its agreement with the point's current one,
+    exp((cos - 1) / vote_width), as :func:`register` does for Gaussians, so a segment mislabelled
+    in a minority of the views drops out. A point is labelled from the views, not through the
+    Gaussian that owns it, so a Gaussian fitted to one view's mislabelled pixels does not pass its
+    label to points the other views see as something else.
+
+    Returns per level None (no view has features there) or (features (M, F) unit, mean of the
+    agreeing votes (zeros where no view votes), votes (M,) the number of views that voted).
+    """
+    dev = points.device
+    m = points.shape[0]
+    out: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+    for lvl in range(num_levels):
+        per_view = []  # (view, its level features) for the views with features at this level
+        for view, depth in zip(views, view_depth):
+            f = view.features[lvl] if view.seg is not None and lvl < len(view.features) else None
+            if f is not None and f.shape[0] > 0:
+                per_view.append((view, depth, F.normalize(f.to(dev, torch.float32), dim=-1)))
+        if not per_view:
+            out.append(None)
+            continue
+        feats = torch.zeros(m, per_view[0][2].shape[1], device=dev)
+        votes = torch.zeros(m, device=dev)
+        for s0 in range(0, m, chunk):
+            p = points[s0: s0 + chunk]
+            segs = [_segment_at(p, v, d.to(dev), lvl, cfg) for v, d, _ in per_view]  # (c,) segment per view, -1 none
+            mean = torch.zeros(p.shape[0], feats.shape[1], device=dev)
+            for rnd in range(cfg.vote_rounds + 1):
+                unit = F.normalize(mean, dim=-1) if rnd else None
+                acc = torch.zeros_like(mean)
+                for (_, _, fv), s in zip(per_view, segs):
+                    f = fv[s.clamp(min=0)] * (s >= 0)[:, None]
+                    w = torch.exp(((unit * f).sum(-1) - 1.0) / cfg.vote_width) if unit is not None else torch.ones(p.shape[0], device=dev)
+                    acc += w[:, None] * f
+                mean = torch.where(acc.norm(dim=-1, keepdim=True) > 0, acc, mean)
+            feats[s0: s0 + chunk] = F.normalize(mean, dim=-1)
+            votes[s0: s0 + chunk] = sum((s >= 0).float() for s in segs)
+        out.append((feats, votes))
+    return out
+
+
+def _segment_at(points: torch.Tensor, view: RegistrationView, depth: torch.Tensor, lvl: int,
+                cfg: RegistrationConfig) -> torch.Tensor:
+    """(P,) the segment of level ``lvl`` each point lies in in ``view`` where the view sees it
+    (:func:`surface_support`'s rule against ``depth``), else -1."""
+    vm, K = view.viewmat.to(points.device), view.K.to(points.device)
+    seen = surface_support(points, vm, K, depth, cfg.support_abs, cfg.support_rel)
+    pc = points @ vm[:3, :3].T + vm[:3, 3]
+    zs = pc[:, 2].clamp(min=1e-6)
+    h, w = depth.shape
+    u = torch.floor(K[0, 0] * pc[:, 0] / zs + K[0, 2]).long().clamp(0, w - 1)
+    v = torch.floor(K[1, 1] * pc[:, 1] / zs + K[1, 2]).long().clamp(0, h - 1)
+    seg = view.seg[lvl].to(points.device).long()[v, u]
+    return torch.where(seen, seg, -1)

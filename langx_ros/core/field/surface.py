@@ -74,11 +74,16 @@ class SurfaceSamples:
     colors: np.ndarray  # (M, 3) uint8, the key frame's pixel
     owner: np.ndarray  # (M,) int64 ascending: the Gaussian each sample belongs to
     num_gaussians: int
+    # (M, L) int32 per level the codebook entry of the sample's own label (the views' vote,
+    # registration.register_points), -1 where no view labels it; None: not labelled (older fields)
+    code: np.ndarray | None = None
     _start: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not (len(self.points) == len(self.colors) == len(self.owner)):
             raise ValueError("surface samples: points, colors and owner differ in length")
+        if self.code is not None and (self.code.ndim != 2 or len(self.code) != len(self.owner)):
+            raise ValueError("surface samples: code must be (samples, levels)")
         if len(self.owner) and (np.any(np.diff(self.owner) < 0) or self.owner[0] < 0 or self.owner[-1] >= self.num_gaussians):
             raise ValueError(f"surface samples: owners must ascend within 0..{self.num_gaussians - 1}")
 

@@ -178,3 +178,31 @@ def test_codes_of_gaussians_without_evidence_come_from_their_nearest_seen_neighb
     codes = registered_codes(reg, Snap(), torch.full((4, 3), 9.0), means)
     assert codes.tolist() == [[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]]  # weak evidence still codes; none copies
     assert reg.observed(0.1)[:, 0].tolist() == [True, False, False, False]  # but only the first is observed
+
+
+def test_points_take_the_label_most_views_that_see_them_give():
+    """register_points: one vote per view that sees a point (its depth agrees there, the pixel has
+    a segment); a label one view of three gives drops out; a view whose depth lies elsewhere (the
+    point is hidden there), a pixel without a segment and a point outside every image give none."""
+    from langx_ros.core.field.registration import register_points
+
+    w = h = 8
+    K = torch.tensor([[8.0, 0, 4], [0, 8.0, 4], [0, 0, 1]])
+    a, b = torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[0.0, 1, 0, 0]])
+    seg = torch.zeros(1, h, w, dtype=torch.long)
+    views, depths = [], []
+    for feat in (a, a, b):  # the same camera three times; the third view labels everything "b"
+        views.append(RegistrationView(torch.eye(4), K, w, h, seg, [feat]))
+        depths.append(torch.full((h, w), 2.0))
+    # points at pixel (1, 1) [all views], (6, 6) [hidden in view 0], (5, 2) [no segment in view 1], far outside
+    pts = torch.tensor([[-0.75, -0.75, 2.0], [0.5, 0.5, 2.0], [0.25, -0.5, 2.0], [50.0, 0.0, 2.0]])
+    depths[0][6, 6] = 1.0
+    views[1] = RegistrationView(torch.eye(4), K, w, h, seg.clone(), [a])
+    views[1].seg[0, 2, 5] = -1
+    (feats, votes), = register_points(pts, views, depths, 1, RegistrationConfig())
+    assert votes.tolist() == [3, 2, 2, 0]
+    assert feats[0] @ a[0] > 0.99  # two of three views say "a"
+    assert abs(float(feats[1] @ a[0]) - float(feats[1] @ b[0])) < 1e-5  # one "a", one "b": a tie
+    assert feats[2] @ a[0] < feats[2] @ b[0] + 1e-6 and float(feats[2] @ b[0]) > 0.5  # views 0 and 2: a tie as well
+    assert float(feats[3].abs().sum()) == 0.0
+    assert register_points(pts, [RegistrationView(torch.eye(4), K, w, h, None, [])], depths[:1], 1, RegistrationConfig()) == [None]
