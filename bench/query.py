@@ -146,6 +146,7 @@ def main() -> None:
     cfg = QueryConfig()
     eager_cfg = dataclasses.replace(cfg, cuda_graph=False)
     centres_cfg = dataclasses.replace(cfg, points="centres")
+    no_vote_cfg = dataclasses.replace(cfg, sample_vote=False)
     baseline = load_baseline(a.baseline) if a.baseline else None
     rows = []
     for dev in a.devices:
@@ -174,6 +175,7 @@ def main() -> None:
             fns = {"select_3d_ms": lambda: select_3d(field, ["q"], text, canon, cfg.threshold, cfg),
                    "select_3d_eager_ms": lambda: select_3d(field, ["q"], text, canon, cfg.threshold, eager_cfg),
                    "select_3d_centres_ms": lambda: select_3d(field, ["q"], text, canon, cfg.threshold, centres_cfg),
+                   "select_3d_no_vote_ms": lambda: select_3d(field, ["q"], text, canon, cfg.threshold, no_vote_cfg),
                    "select_3d_8_queries_ms": lambda: select_3d(field, ["q"] * 8, text.expand(8, -1), canon, cfg.threshold, cfg)}
             if baseline is not None:
                 assert same_answer(m, baseline(field, ["q"], text, canon, cfg.threshold, cfg)[0]), "the baseline answers differently"
@@ -194,7 +196,7 @@ def main() -> None:
                 profile_select_3d(field, text, canon, cfg, dev)
             print(f"{dev:5s} N={n:>9,d}: select_3d {row['select_3d_ms']:7.2f} ms ({plan.mode}; {res.selected} selected, "
                   f"{len(m.points)} surface points returned, of {len(m.gaussian_ids)} Gaussians in {voxels} voxels), "
-                  f"answering with centres {row['select_3d_centres_ms']:7.2f} ms, kernels one by one {row['select_3d_eager_ms']:7.2f} ms"
+                  f"answering with centres {row['select_3d_centres_ms']:7.2f} ms, all samples (no vote) {row['select_3d_no_vote_ms']:7.2f} ms, kernels one by one {row['select_3d_eager_ms']:7.2f} ms"
                   + (f", baseline {row['select_3d_baseline_ms']:7.2f} ms" if baseline is not None else "")
                   + f"; 8 queries in one call {row['select_3d_8_queries_ms']:7.2f} ms; of it the logit table {logits_ms:.2f} ms"
                   + (f", the graph's GPU time {gpu_ms:.3f} ms" if gpu_ms is not None else "")

@@ -15,6 +15,7 @@ from langx_ros.core.instances import LOGIT_CLAMP, AnswerPlan, AnswerShape, Captu
 
 if TYPE_CHECKING:
     from langx_ros.core.field.model import LanguageField
+    from langx_ros.core.field.surface import SurfaceSamples
 
 
 class QueryRequestError(ValueError):
@@ -172,7 +173,10 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
     if field.num_gaussians == 0:
         return [_no_match(q, 0.0, threshold, field.levels[0], "the field has no Gaussians") for q in queries]
     out = []
-    logits_np = None  # the host's copy, for the surface samples' own labels
+    vote = cfg.sample_vote and cfg.points == "surface" and field.surface is not None and field.surface.code is not None
+    # the host's copy of the logits, for the surface samples' own labels: queued before the answer,
+    # whose one wait it shares (no wait of its own)
+    logits_host = logits.to("cpu", non_blocking=True) if vote else None
     for q_i, (q, res) in enumerate(zip(queries, answer_plan(field, cfg, logits.shape[1], gate).run(logits, threshold))):
         level = field.levels[res.level]
         if res.peak < threshold:
@@ -185,14 +189,14 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
             continue
         insts = []
         bounds = np.concatenate([[0], np.cumsum(res.counts)])
-        # the selection's logit cut, as the device compared it (float32)
-        cutoff = float(max(np.float32(res.cut_logit), np.float32(np.log(threshold / (1 - threshold)) if threshold < 1 else np.inf)))
-        if logits_np is None and cfg.sample_vote and field.surface is not None and field.surface.code is not None:
-            logits_np = logits.cpu().numpy()
+        filt = None
+        if vote:
+            # the selection's logit cut, as the device compared it (float32)
+            cutoff = max(np.float32(res.cut_logit), np.float32(np.log(threshold / (1 - threshold)) if threshold < 1 else np.inf))
+            filt = SampleFilter.of(field.surface, res.level, logits_host[q_i].numpy(), cutoff)
         for rank, ev in enumerate(res.evidence.tolist()):
             rows = res.rows[bounds[rank]: bounds[rank + 1]]
-            pts = instance_points(field, rows, res.gid[bounds[rank]: bounds[rank + 1]], cfg, res.level,
-                                  logits_np[q_i] if logits_np is not None else None, cutoff)
+            pts = instance_points(field, rows, res.gid[bounds[rank]: bounds[rank + 1]], cfg, filt)
             insts.append(Match3D(q, True, float(rows[:, 9].max()), threshold, level, res.passing, pts.points, pts.colors,
                                  pts.relevancy, pts.gaussian_ids,
                                  f"level {level}; instance {rank + 1} of {res.passing}; {len(pts.gaussian_ids)} Gaussians, "
@@ -215,15 +219,33 @@ class InstancePoints:
     source: str  # what the points are, for the answer's message
 
 
-def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, cfg: QueryConfig, level: int = 0,
-                    logit: np.ndarray | None = None, cutoff: float = 0.0) -> InstancePoints:
+@dataclass
+class SampleFilter:
+    """Which surface samples one answer keeps by their own labels (``query.sample_vote``): tables
+    by codebook entry + 1 (entry -1: no view labels the sample)."""
+
+    code: np.ndarray  # (M,) int32 each sample's own entry at the answer's level, + 1 (SurfaceSamples.level_code)
+    keep: np.ndarray  # (K + 1,) bool: the entry's logit passes the cut (no label: kept)
+    relevancy: np.ndarray  # (K + 1,) float32 the entry's relevancy (no label: NaN, the owner's is used)
+
+    @classmethod
+    def of(cls, surface: "SurfaceSamples", level: int, logit: np.ndarray, cutoff: float) -> "SampleFilter":
+        """For the query's (K,) ``logit`` table and the selection's logit ``cutoff`` at ``level``."""
+        lg = np.asarray(logit, np.float32)
+        keep = np.concatenate([[True], lg >= np.float32(cutoff)])
+        rel = np.concatenate([[np.nan], 1.0 / (1.0 + np.exp(-lg))]).astype(np.float32)
+        return cls(surface.level_code(level), keep, rel)
+
+
+def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, cfg: QueryConfig,
+                    filt: SampleFilter | None = None) -> InstancePoints:
     """An instance's points from its Gaussians' answer rows (centre, colour, normal, relevancy;
     (G, 10), ascending ``gid``): with ``cfg.points == "surface"`` and surface samples on the field,
     the samples its Gaussians own (the key frames' colours; each carries its Gaussian's normal and
-    relevancy), else the centres. With ``cfg.sample_vote``, samples labelled by the views
-    (``SurfaceSamples.code``) and the query's ``logit`` (K,) table: only the samples whose own label
-    at ``level`` has a logit >= ``cutoff`` (the selection's cut) or that no view labels; they carry
-    their own label's relevancy. Where none passes, all of them (and the source says so). At most
+    relevancy), else the centres. With a :class:`SampleFilter` (``cfg.sample_vote``, samples
+    labelled by the views): only the samples whose own label passes the selection's cut or that no
+    view labels; they carry their own label's relevancy. Where none passes, all of them (and the
+    source says so). At most
     ``cfg.max_points``: a fixed uniform subsample (:func:`~langx_ros.core.instances.subsample_key`
     of the sample or Gaussian ids), kept in order."""
     from langx_ros.core.instances import subsample_key
@@ -233,14 +255,15 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
     if len(idx):
         rel = None
         owned = kept = len(idx)
-        if cfg.sample_vote and surf.code is not None and logit is not None:
-            sc = surf.code[idx, level]
-            own = logit[np.maximum(sc, 0)].astype(np.float32)
-            ok = (sc < 0) | (own >= np.float32(cutoff))
-            kept = int(ok.sum())
-            rel = np.where(sc >= 0, 1.0 / (1.0 + np.exp(-own)), np.take(rows[:, 9], pos)).astype(np.float32)
+        if filt is not None:
+            sc = np.take(filt.code, idx)
+            ok = np.take(filt.keep, sc)
+            kept = int(np.count_nonzero(ok))
             if 0 < kept < owned:
-                idx, pos, rel = idx[ok], pos[ok], rel[ok]
+                idx, pos, sc = idx[ok], pos[ok], sc[ok]
+            rel = np.take(filt.relevancy, sc)
+            if not sc.all():  # samples no view labels carry their owner's relevancy
+                rel = np.where(sc > 0, rel, np.take(rows[:, 9], pos)).astype(np.float32)
         if len(idx) > cfg.max_points:
             keep = _subsample(subsample_key(idx), cfg.max_points)
             idx, pos = idx[keep], pos[keep]

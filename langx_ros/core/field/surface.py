@@ -78,6 +78,7 @@ class SurfaceSamples:
     # registration.register_points), -1 where no view labels it; None: not labelled (older fields)
     code: np.ndarray | None = None
     _start: np.ndarray | None = field(default=None, repr=False)
+    _level_code: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not (len(self.points) == len(self.colors) == len(self.owner)):
@@ -93,6 +94,12 @@ class SurfaceSamples:
 
     def __len__(self) -> int:
         return len(self.owner)
+
+    def level_code(self, level: int) -> np.ndarray:
+        """(M,) int32 contiguous: ``code`` at one level, plus one (0 = no label), for table lookups (cached)."""
+        if level not in self._level_code:
+            self._level_code[level] = np.ascontiguousarray(self.code[:, level], dtype=np.int32) + 1
+        return self._level_code[level]
 
     def owned_counts(self) -> np.ndarray:
         """(N,) samples each Gaussian owns."""
