@@ -68,9 +68,12 @@ class RegistrationConfig:
     support_rel: float = param(0.02, "Surface support: ... or this fraction of the depth, whichever is larger.", min=0.0, max=1.0)
     chunk: int = param(64, "Segments registered per backward pass (bounds memory: N x chunk floats).", min=1, max=4096)
     vote_rounds: int = param(
-        1, "Cross-view vote: rounds that re-weight each view's segment feature by its agreement with the Gaussian's "
+        2, "Cross-view vote: rounds that re-weight each view's segment feature by its agreement with the Gaussian's "
         "current feature, so a label only a minority of the evidence gives (a mislabelled segment) drops out; "
-        "0 = the plain weighted mean. Each round costs one more pass over the views.", min=0, max=10,
+        "0 = the plain weighted mean. Each round costs one more pass over the views. A round judges agreement (the "
+        "evidence and agreeing views the instance rank weighs) against the feature it starts from: after one round "
+        "that is the plain mean, which a minority label pulls away from every view's (one view of four mislabelling "
+        "a floor: 0.04 agreeing views instead of 2.1), so the default is two.", min=0, max=10,
     )
     vote_width: float = param(
         0.05, "Cross-view vote: kernel width in cosine distance, weight exp((cos - 1) / width). Label embeddings of "
