@@ -50,6 +50,11 @@ GRAPH_ROUNDS = 8
 GRAPH_MAX_CAP = 1 << 18
 
 
+def threshold_logit(threshold: float) -> float:
+    """The logit of a relevancy threshold (inf for 1: nothing passes), what selections compare logits with."""
+    return float(np.log(threshold / (1 - threshold))) if threshold < 1 else float("inf")
+
+
 def voxel_keys(points: torch.Tensor, radius: float) -> torch.Tensor:
     """(M,) int64 key of each point's voxel of edge ``radius`` (see ``_KEY_BITS``), on the points' device."""
     v = torch.floor(points.double() / radius).long().clamp(-_KEY_OFF + 1, _KEY_OFF - 2) + _KEY_OFF
@@ -442,7 +447,7 @@ class AnswerPlan:
     @torch.no_grad()
     def run(self, logits: torch.Tensor, threshold: float) -> list[AnswerResult]:
         """Answers for each row of ``logits`` (Q, K) at ``threshold``."""
-        thr_logit = float(np.log(threshold / (1 - threshold))) if threshold < 1 else float("inf")
+        thr_logit = threshold_logit(threshold)
         logits = logits.to(self.device, torch.float32)
         with self._lock:
             if self.mode != "eager":

@@ -11,7 +11,7 @@ import torch
 
 from langx_ros.core.boxes import OrientedBox, oriented_box
 from langx_ros.core.config import QueryConfig
-from langx_ros.core.instances import LOGIT_CLAMP, AnswerPlan, AnswerShape, CaptureGate, FieldTables, RankWeights
+from langx_ros.core.instances import LOGIT_CLAMP, AnswerPlan, AnswerShape, CaptureGate, FieldTables, RankWeights, threshold_logit
 
 if TYPE_CHECKING:
     from langx_ros.core.field.model import LanguageField
@@ -137,7 +137,7 @@ def answer_plan(field: "LanguageField", cfg: QueryConfig, codebook_size: int, ga
                         min_points=cfg.min_instance_points, max_instances=cfg.max_instances,
                         weights=RankWeights(cfg.instance_match_weight, cfg.instance_density_weight,
                                             cfg.instance_consensus_weight, cfg.instance_views_weight), rounds=None)
-    key = (shape, float(cfg.min_opacity), int(codebook_size), bool(cfg.cuda_graph), use_labelled, use_views)  # points: on the host
+    key = (shape, float(cfg.min_opacity), int(codebook_size), bool(cfg.cuda_graph), use_labelled, use_views)
     plans = field.plans()
     if key not in plans:
         tables = FieldTables.of(field, cfg.min_opacity, codebook_size, use_labelled, use_views)
@@ -192,7 +192,7 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
         filt = None
         if vote:
             # the selection's logit cut, as the device compared it (float32)
-            cutoff = max(np.float32(res.cut_logit), np.float32(np.log(threshold / (1 - threshold)) if threshold < 1 else np.inf))
+            cutoff = max(np.float32(res.cut_logit), np.float32(threshold_logit(threshold)))
             filt = SampleFilter.of(field.surface, res.level, logits_host[q_i].numpy(), cutoff)
         for rank, ev in enumerate(res.evidence.tolist()):
             rows = res.rows[bounds[rank]: bounds[rank + 1]]
@@ -245,9 +245,8 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
     relevancy), else the centres. With a :class:`SampleFilter` (``cfg.sample_vote``, samples
     labelled by the views): only the samples whose own label passes the selection's cut or that no
     view labels; they carry their own label's relevancy. Where none passes, all of them (and the
-    source says so). At most
-    ``cfg.max_points``: a fixed uniform subsample (:func:`~langx_ros.core.instances.subsample_key`
-    of the sample or Gaussian ids), kept in order."""
+    source says so). At most ``cfg.max_points``: a fixed uniform subsample
+    (:func:`~langx_ros.core.instances.subsample_key` of the sample or Gaussian ids), kept in order."""
     from langx_ros.core.instances import subsample_key
 
     surf = field.surface if cfg.points == "surface" else None

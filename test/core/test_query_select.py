@@ -339,6 +339,6 @@ def test_answer_points_the_views_label_as_something_else_are_left_out(monkeypatc
     assert np.allclose(m.relevancy, [0.8 if i == 3 else 0.9 for i in keep])  # the sample's own label's relevancy
     (every,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, sample_vote=False))
     assert np.array_equal(every.points, pts) and np.array_equal(every.gaussian_ids, m.gaussian_ids)
-    f.surface = dataclasses.replace(f.surface, code=np.full_like(code, 20), _level_code={})
+    f.surface = dataclasses.replace(f.surface, code=np.full_like(code, 20))
     (none,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
     assert np.array_equal(none.points, pts) and "label none of them as the query" in none.message

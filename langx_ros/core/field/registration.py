@@ -119,6 +119,13 @@ def surface_support(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
                     abs_tol: float, rel_tol: float) -> torch.Tensor:
     """(N,) bool: the centre projects inside the image, in front of the camera, at a depth within
     max(abs_tol, rel_tol * depth) of ``depth`` (H, W) at its pixel (NaN = no reading: no support)."""
+    return surface_pixels(means, viewmat, K, depth, abs_tol, rel_tol) >= 0
+
+
+def surface_pixels(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor, depth: torch.Tensor,
+                   abs_tol: float, rel_tol: float) -> torch.Tensor:
+    """(N,) int64: the flat pixel index (row x W + column) each point lies on where it has surface
+    support there (:func:`surface_support`), else -1."""
     h, w = depth.shape
     pc = means @ viewmat[:3, :3].T + viewmat[:3, 3]
     z = pc[:, 2]
@@ -126,9 +133,10 @@ def surface_support(means: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
     u = torch.floor(K[0, 0] * pc[:, 0] / zs + K[0, 2]).long()
     v = torch.floor(K[1, 1] * pc[:, 1] / zs + K[1, 2]).long()
     inside = (z > 1e-6) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    d = depth[v.clamp(0, h - 1), u.clamp(0, w - 1)]
+    flat = v.clamp(0, h - 1) * w + u.clamp(0, w - 1)
+    d = depth.reshape(-1)[flat]
     tol = torch.clamp(rel_tol * d, min=abs_tol)
-    return inside & torch.isfinite(d) & ((z - d).abs() <= tol)
+    return torch.where(inside & torch.isfinite(d) & ((z - d).abs() <= tol), flat, -1)
 
 
 def blend_weights(geom: dict[str, torch.Tensor], targets: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
@@ -314,46 +322,32 @@ def register_points(points: torch.Tensor, views: Sequence[RegistrationView], vie
     """
     dev = points.device
     m = points.shape[0]
-    out: list[tuple[torch.Tensor, torch.Tensor] | None] = []
-    for lvl in range(num_levels):
-        per_view = []  # (view, its level features) for the views with features at this level
-        for view, depth in zip(views, view_depth):
-            f = view.features[lvl] if view.seg is not None and lvl < len(view.features) else None
-            if f is not None and f.shape[0] > 0:
-                per_view.append((view, depth, F.normalize(f.to(dev, torch.float32), dim=-1)))
-        if not per_view:
-            out.append(None)
-            continue
-        feats = torch.zeros(m, per_view[0][2].shape[1], device=dev)
-        votes = torch.zeros(m, device=dev)
-        for s0 in range(0, m, chunk):
-            p = points[s0: s0 + chunk]
-            segs = [_segment_at(p, v, d.to(dev), lvl, cfg) for v, d, _ in per_view]  # (c,) segment per view, -1 none
+    # per level, the views with features there: (index into views, their unit features)
+    per_level = [[(j, F.normalize(v.features[lvl].to(dev, torch.float32), dim=-1)) for j, v in enumerate(views)
+                  if v.seg is not None and lvl < len(v.features) and v.features[lvl].shape[0] > 0] for lvl in range(num_levels)]
+    out: list[tuple[torch.Tensor, torch.Tensor] | None] = [
+        (torch.zeros(m, pv[0][1].shape[1], device=dev), torch.zeros(m, device=dev)) if pv else None for pv in per_level]
+    used = sorted({j for pv in per_level for j, _ in pv})
+    for s0 in range(0, m, chunk):
+        p = points[s0: s0 + chunk]
+        # the pixel each point lies on in each view that sees it (-1: not seen), once for all levels
+        pix = {j: surface_pixels(p, views[j].viewmat.to(dev), views[j].K.to(dev), view_depth[j].to(dev), cfg.support_abs,
+                                 cfg.support_rel) for j in used}
+        for lvl, pv in enumerate(per_level):
+            if not pv:
+                continue
+            feats, votes = out[lvl]
+            segs = [torch.where(pix[j] >= 0, views[j].seg[lvl].to(dev).long().reshape(-1)[pix[j].clamp(min=0)], -1)
+                    for j, _ in pv]  # (c,) segment per view, -1 none
             mean = torch.zeros(p.shape[0], feats.shape[1], device=dev)
             for rnd in range(cfg.vote_rounds + 1):
                 unit = F.normalize(mean, dim=-1) if rnd else None
                 acc = torch.zeros_like(mean)
-                for (_, _, fv), s in zip(per_view, segs):
+                for (_, fv), s in zip(pv, segs):
                     f = fv[s.clamp(min=0)] * (s >= 0)[:, None]
                     w = torch.exp(((unit * f).sum(-1) - 1.0) / cfg.vote_width) if unit is not None else torch.ones(p.shape[0], device=dev)
                     acc += w[:, None] * f
                 mean = torch.where(acc.norm(dim=-1, keepdim=True) > 0, acc, mean)
             feats[s0: s0 + chunk] = F.normalize(mean, dim=-1)
             votes[s0: s0 + chunk] = sum((s >= 0).float() for s in segs)
-        out.append((feats, votes))
     return out
-
-
-def _segment_at(points: torch.Tensor, view: RegistrationView, depth: torch.Tensor, lvl: int,
-                cfg: RegistrationConfig) -> torch.Tensor:
-    """(P,) the segment of level ``lvl`` each point lies in in ``view`` where the view sees it
-    (:func:`surface_support`'s rule against ``depth``), else -1."""
-    vm, K = view.viewmat.to(points.device), view.K.to(points.device)
-    seen = surface_support(points, vm, K, depth, cfg.support_abs, cfg.support_rel)
-    pc = points @ vm[:3, :3].T + vm[:3, 3]
-    zs = pc[:, 2].clamp(min=1e-6)
-    h, w = depth.shape
-    u = torch.floor(K[0, 0] * pc[:, 0] / zs + K[0, 2]).long().clamp(0, w - 1)
-    v = torch.floor(K[1, 1] * pc[:, 1] / zs + K[1, 2]).long().clamp(0, h - 1)
-    seg = view.seg[lvl].to(points.device).long()[v, u]
-    return torch.where(seen, seg, -1)

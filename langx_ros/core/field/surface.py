@@ -78,7 +78,7 @@ class SurfaceSamples:
     # registration.register_points), -1 where no view labels it; None: not labelled (older fields)
     code: np.ndarray | None = None
     _start: np.ndarray | None = field(default=None, repr=False)
-    _level_code: dict = field(default_factory=dict, repr=False)
+    _level_code: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # derived from code
 
     def __post_init__(self) -> None:
         if not (len(self.points) == len(self.colors) == len(self.owner)):
