@@ -95,6 +95,10 @@ def main() -> None:
                     help="move every training pose but the first as drifting odometry would (translation m, rotation deg "
                          "per axis, fixed seed); scores stay against the true surfaces")
     ap.add_argument("--refine-poses", action="store_true", help="refine the keyframe poses before the field (pose_refine)")
+    ap.add_argument("--train-each", action="store_true",
+                    help="train a field for every run (default: mode 'register' trains once per scene and re-registers that "
+                         "geometry for the other labels and vote rounds, so they compare on one geometry; its training "
+                         "uses no labels)")
     ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-v<rounds>)")
     ap.add_argument("--out", default="real_scene")
     a = ap.parse_args()
@@ -137,12 +141,14 @@ def main() -> None:
         lqc_path = scene_lqc(scene, enc, lqc_cfg, qcfg_s.canonical_phrases, tmp / f"{name}.safetensors", a.device)
         settings = [(n, None) for n in a.noise if n == "clean"]
         settings += [(f"noisy-s{seed}" if seed else "noisy", LabelNoise(seed=seed)) for n in a.noise if n == "noisy" for seed in a.noise_seeds]
+        kept = None  # mode "register": later runs of the scene re-register the first one's geometry (--train-each: not)
         for noise_name, noise in settings:
             for mode, rounds in [(m, v) for m in a.modes for v in (a.vote_rounds if m != "train" else a.vote_rounds[:1])]:
                 queries = {n: SYNONYMS[n] for n in scene.names if n in SYNONYMS} if a.synonyms and name != "synthetic" else None
                 r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, RegistrationConfig(vote_rounds=rounds),
                               queries=queries, lqc_path=lqc_path, train=train_frames(scene),
-                              pose_cfg=PoseRefineConfig(enabled=True) if a.refine_poses else None)
+                              pose_cfg=PoseRefineConfig(enabled=True) if a.refine_poses else None,
+                              geometry=kept if mode == "register" else None)
                 r["labels"] = noise_name
                 r["poses"] = {"perturbed": a.perturb_poses or "no", "refined": a.refine_poses}
                 r["vote_rounds"] = rounds
@@ -159,8 +165,9 @@ def main() -> None:
                     from langx_ros.core.field.io import save_field
 
                     save_field(fld, a.save_fields / f"{name}-{mode.replace('+', '_')}-{noise_name}-v{rounds}")
+                kept = fld if mode == "register" and kept is None and not a.train_each else kept
                 del fld
-                print(f"\n== {name} | {mode} (vote rounds {rounds}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
+                print(f"\n== {name} | {mode} (vote rounds {rounds}, geometry {r['geometry']}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
                       f"{a.iters} it, {a.device} ({torch.cuda.get_device_name(0) if str(a.device).startswith('cuda') else 'CPU'}); poses perturbed: "
                       f"{r['poses']['perturbed']}, refined: {r['poses']['refined']} ==")
                 print(format_table(scores))

@@ -159,7 +159,7 @@ def answer_3d(scene: LoadedScene, field, qtexts: list[str], text: torch.Tensor, 
 def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfig, lqc_cfg: LQCConfig, qcfg: QueryConfig,
               device: torch.device | str, noise: LabelNoise | None = None, reg_cfg: RegistrationConfig | None = None,
               queries: dict[str, str] | None = None, lqc_path: str = "", pose_cfg: PoseRefineConfig | None = None,
-              train: list[Frame] | None = None) -> dict:
+              train: list[Frame] | None = None, geometry=None) -> dict:
     """Reconstruct from the training frames with semantic ``mode`` and answer one query per
     object; returns per-object scores (3D and held-out 2D), the summary, timings and provenance.
 
@@ -167,6 +167,8 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     LQC to reuse (:func:`scene_lqc`); empty = a per-scene LQC fitted in the reconstruction.
     ``train``: the training frames to reconstruct from instead of the scene's (e.g. with perturbed
     poses: the scores stay against the scene's true surfaces); ``pose_cfg``: keyframe pose refinement.
+    ``geometry``: a field of the same scene whose Gaussians are kept (mode "register" only; see
+    :func:`~langx_ros.core.reconstruct.reconstruct`), so settings compare on one geometry.
     """
     from langx_ros.core.engine import Camera
     from langx_ros.core.query import instance_mask, query_2d
@@ -182,7 +184,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     res = reconstruct(train or scene.train, semantics, text_encoder, ReconstructConfig(lqc_path=lqc_path), field_cfg, lqc_cfg,
-                      qcfg.canonical_phrases, device=dev, reg_cfg=reg_cfg, pose_cfg=pose_cfg)
+                      qcfg.canonical_phrases, device=dev, reg_cfg=reg_cfg, pose_cfg=pose_cfg, geometry=geometry)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
@@ -204,7 +206,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
             rendered = instance_mask(field, m, cam.viewmat, cam.K, cam.width, cam.height, qcfg.min_opacity) if m.found else np.zeros_like(gt)
             s.iou_3d[f.frame_id] = mask_iou(rendered, gt)
     return {
-        "scene": scene.spec.name, "mode": mode, "noise": noise.describe() if noise else "clean oracle labels",
+        "scene": scene.spec.name, "mode": mode, "geometry": "kept from an earlier run" if geometry is not None else "trained", "noise": noise.describe() if noise else "clean oracle labels",
         "train": [f.frame_id for f in scene.train], "held_out": [f.frame_id for f in scene.held_out],
         "size": [scene.train[0].width, scene.train[0].height], "iterations": field_cfg.iterations,
         "gaussians": field.num_gaussians, "observed": int(field.observed().any(1).sum()),

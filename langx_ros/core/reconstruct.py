@@ -148,6 +148,13 @@ def _registration_views(views: Sequence[TrainView], sem: list[list[tuple[np.ndar
     return out
 
 
+def _kept_geometry(field: LanguageField, sem_channels: int, device: torch.device) -> torch.nn.ParameterDict:
+    """``field``'s raw Gaussian parameters (copies, on ``device``) with zeroed codes of ``sem_channels``."""
+    p = {k: v.detach().to(device).clone() for k, v in field.params.items() if k != "sem"}
+    p["sem"] = torch.zeros(p["means"].shape[0], sem_channels, device=device)
+    return torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in p.items()})
+
+
 def _generated_semantics(generated, semantics: "SemanticSource", level_idx: list[int], n_levels: int,
                          check_cancel: Callable[[], None]) -> tuple[list[list[tuple[np.ndarray, np.ndarray]]], str]:
     """Per generated view and level of the source: (mask ids, features pooled over them), and a
@@ -197,6 +204,7 @@ def reconstruct(
     reg_cfg: RegistrationConfig | None = None,
     pose_cfg: PoseRefineConfig | None = None,
     surface_cfg: SurfaceConfig | None = None,
+    geometry: LanguageField | None = None,
 ) -> ReconstructResult:
     """Build a LanguageField from posed RGB-D frames.
 
@@ -212,13 +220,20 @@ def reconstruct(
     refined against each other's depth (stage "poses", core/pose_refine.py; the first key frame
     with depth keeps its pose and anchors the world frame). ``surface_cfg``: with ``enabled``
     (the default), the key frames' depth is sampled onto the observed Gaussians (stage "surface",
-    core/field/surface.py), so answers return measured surface points.
+    core/field/surface.py), so answers return measured surface points. ``geometry``: a field
+    whose Gaussians are kept as they are (no field training, stage "field" takes no time): only
+    its codes are registered anew from ``frames`` and ``semantics`` (mode "register" only), e.g.
+    to compare registration settings on one geometry or to relabel a saved field with new
+    semantics in a second instead of a minute of training.
 
     Raises:
         FrameError: fewer than ``cfg.min_frames`` frames, or a frame without pose or depth.
         Cancelled: the cancel flag was set (checked between and inside stages).
     """
     device = torch.device(device)
+    reg_cfg = reg_cfg or RegistrationConfig()
+    if geometry is not None and reg_cfg.mode != "register":
+        raise ValueError(f"a kept geometry only takes registered codes (registration.mode 'register'), not '{reg_cfg.mode}'")
     timings: dict[str, float] = {}
     report = progress or (lambda stage, frac, detail: None)
 
@@ -313,23 +328,27 @@ def reconstruct(
     check_cancel()
     report("init", 0.0, "initial Gaussians and training views")
     with_depth = [f for f in frames if f.depth is not None]
-    if with_depth:
+    if geometry is not None:
+        params = _kept_geometry(geometry, len(levels) * lqc.cfg.code_dim, device)
+        geometry_note = (f"{geometry.num_gaussians} Gaussians kept from a given field, not retrained (its geometry: "
+                         f"{geometry.provenance.get('geometry', 'unknown')})")
+    elif with_depth:
         points, colors, point_normals = depth_points(with_depth, field_cfg.init_stride)
-        geometry = f"depth of {len(with_depth)}/{len(frames)} frames"
+        geometry_note = f"depth of {len(with_depth)}/{len(frames)} frames"
     else:
         points, colors = frustum_points(frames, cfg.no_depth_near, cfg.no_depth_far, cfg.no_depth_points, field_cfg.seed)
         point_normals = None
-        geometry = (f"NO DEPTH: random initial points in the view frusta ({cfg.no_depth_near:g}-{cfg.no_depth_far:g} m), "
-                    "refined by colour alone (weak; no depth estimator is wired in)")
-    params = init_from_points(points, colors, point_normals, len(levels) * lqc.cfg.code_dim,
-                              field_cfg.max_gaussians, field_cfg.flatness, device=device, seed=field_cfg.seed)
+        geometry_note = (f"NO DEPTH: random initial points in the view frusta ({cfg.no_depth_near:g}-{cfg.no_depth_far:g} m), "
+                         "refined by colour alone (weak; no depth estimator is wired in)")
+    if geometry is None:
+        params = init_from_points(points, colors, point_normals, len(levels) * lqc.cfg.code_dim,
+                                  field_cfg.max_gaussians, field_cfg.flatness, device=device, seed=field_cfg.seed)
     views = _views(frames, normals, sem, codes_per_frame[:len(frames)], device)
     views += _views([g.frame for g in generated], [g.normals for g in generated], gen_sem or None,
                     codes_per_frame[len(frames):] or None, device)
-    report("init", 1.0, f"{params['means'].shape[0]} Gaussians from depth")
+    report("init", 1.0, f"{params['means'].shape[0]} Gaussians " + ("kept from the given field" if geometry is not None else "from depth"))
     timings["init"] = time.perf_counter() - t
 
-    reg_cfg = reg_cfg or RegistrationConfig()
     reg_views = _registration_views(views, sem + gen_sem)
     backend = field_cfg.backend
 
@@ -343,11 +362,16 @@ def reconstruct(
         timings["register_init"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    report("field", 0.0, f"{field_cfg.iterations} iterations over {len(views)} views "
-                         f"({sum(v.nbytes() for v in views) / 2**20:.0f} MiB of view tensors)")
-    stats = train_field(params, views, field_cfg, len(levels), progress=lambda fr, d: report("field", fr, d), cancel=cancel,
-                        semantic_losses=reg_cfg.mode != "register",
-                        on_semantic_start=init_codes if reg_cfg.mode == "register+train" else None)
+    if geometry is None:
+        report("field", 0.0, f"{field_cfg.iterations} iterations over {len(views)} views "
+                             f"({sum(v.nbytes() for v in views) / 2**20:.0f} MiB of view tensors)")
+        stats = train_field(params, views, field_cfg, len(levels), progress=lambda fr, d: report("field", fr, d), cancel=cancel,
+                            semantic_losses=reg_cfg.mode != "register",
+                            on_semantic_start=init_codes if reg_cfg.mode == "register+train" else None)
+    else:
+        report("field", 1.0, "geometry kept from the given field (not trained)")
+        stats = {"iterations": 0, "seconds": 0.0, "backend": geometry.provenance.get("renderer", "unknown"),
+                 "num_gaussians": int(params["means"].shape[0]), "history": [], "densified": False}
     timings["field"] = time.perf_counter() - t - timings.get("register_init", 0.0)
 
     t = time.perf_counter()
@@ -379,7 +403,7 @@ def reconstruct(
         "text": text_encoder.provenance,
         "lqc": lqc_note,
         "renderer": stats["backend"],
-        "geometry": geometry,
+        "geometry": geometry_note,
         "poses": f"refined (pose_refine): {pose_note}" if pose_note else "as given (pose_refine.enabled: false)",
         "semantic codes": {"register": "registered (training-free, blending-weighted over the views that see each Gaussian)",
                            "train": "LangScene-X semantic training",

@@ -13,6 +13,7 @@ from scipy.spatial import cKDTree
 
 from langx_ros.core.config import QueryConfig
 from langx_ros.core.field.io import export_field_ply, export_match_ply, load_field, read_ply, save_field
+from langx_ros.core.field.registration import RegistrationConfig
 from langx_ros.core.field.train import Cancelled, FieldConfig
 from langx_ros.core.frames import FrameError
 from langx_ros.core.lqc import LQCConfig
@@ -133,6 +134,37 @@ def test_save_load_renders_the_same(built, tmp_path):
     assert folder.is_symlink() and folder.resolve().name == names[0]
     ply = read_ply(export_field_ply(loaded, tmp_path / "f.ply"))
     assert len(ply) == loaded.num_gaussians and {"x", "red", "opacity"} <= set(ply.dtype.names)
+
+
+def test_a_kept_geometry_is_relabelled_without_training(built):
+    """reconstruct(geometry=field) keeps the Gaussians and registers new codes: with the labels of
+    two objects swapped, each one's text now answers on the other's Gaussians; training modes refuse it."""
+    scene, enc, res, _ = built
+    f = res.field
+    feats = enc.encode(scene.labels)
+    swapped = feats.copy()
+    swapped[[1, 2]] = feats[[2, 1]]
+    sem = OracleSemantics({fr.frame_id: ins for fr, ins in zip(scene.frames, scene.instances)}, swapped)
+    stages = []
+    again = reconstruct(scene.frames[:4], sem, enc, ReconstructConfig(), FieldConfig(iterations=400), LQC_CFG,
+                        QCFG.canonical_phrases, geometry=f, progress=lambda s, fr, d: stages.append((s, d)))
+    g = again.field
+    for k in ("means", "quats", "scales", "opacities", "colors"):
+        assert torch.equal(g.params[k], f.params[k]), k
+    assert again.stats["field"]["iterations"] == 0 and ("field", "geometry kept from the given field (not trained)") in stages
+    assert g.provenance["geometry"].startswith(f"{f.num_gaussians} Gaussians kept from a given field, not retrained")
+    assert torch.equal(g.observed(), f.observed())  # visibility is geometry's: the same Gaussians are observed
+    labels = scene.labels[1:3]
+    canon = torch.tensor(enc.encode(QCFG.canonical_phrases))
+    before = select_3d(f, labels, torch.tensor(enc.encode(labels)), canon, QCFG.threshold, QCFG)
+    after = select_3d(g, labels, torch.tensor(enc.encode(labels)), canon, QCFG.threshold, QCFG)
+    for a, b in ((before[0], after[1]), (before[1], after[0])):
+        assert a.found and b.found
+        shared = np.intersect1d(a.gaussian_ids, b.gaussian_ids)
+        assert len(shared) >= 0.8 * min(len(a.gaussian_ids), len(b.gaussian_ids)), (len(shared), len(a.gaussian_ids), len(b.gaussian_ids))
+    with pytest.raises(ValueError, match="kept geometry only takes registered codes"):
+        reconstruct(scene.frames[:4], sem, enc, ReconstructConfig(), FieldConfig(iterations=5), LQC_CFG, QCFG.canonical_phrases,
+                    geometry=f, reg_cfg=RegistrationConfig(mode="train"))
 
 
 def test_load_errors_name_the_problem(tmp_path):
