@@ -29,7 +29,7 @@ from langx_ros.core.field.model import LanguageField
 from langx_ros.core.field.surface import SurfaceSamples
 from langx_ros.core.lqc import LQC, LQCConfig
 from langx_ros.core.instances import connected_instances
-from langx_ros.core.query import answer_plan, langsplat_map, logit_table, relevancy_from_codes, select_3d
+from langx_ros.core.query import answer_plan, langsplat_map, logit_table, relevancy_from_codes, relevancy_maps, select_3d
 
 
 def make_field(n: int, device: str, levels: int = 3, seed: int = 0,
@@ -224,9 +224,13 @@ def main() -> None:
             for n in a.sizes:
                 f2, _, _ = make_field(n, dev)
                 entry[f"render_{n}_ms"] = time_ms(lambda: f2.render(V, K, W, H), dev)
+                for how in ("codes", "gaussians"):  # query.relevancy_2d, one query, render included
+                    entry[f"maps_{how}_{n}_ms"] = time_ms(lambda: relevancy_maps(f2, V, K, W, H, text[:1], canon, how), dev)
         maps.append(entry)
         print(f"{dev:5s} 2D 640x480: relevancy (nearest code + table) {rel_ms:.2f} ms, LangSplat smoothing+mask {mask_ms:.2f} ms"
-              + "".join(f", render {k.split('_')[1]} Gaussians {v:.2f} ms" for k, v in entry.items() if k.startswith("render_")))
+              + "".join(f", render {k.split('_')[1]} Gaussians {v:.2f} ms" for k, v in entry.items() if k.startswith("render_"))
+              + "".join(f", relevancy maps rendered as {k.split('_')[1]} at {k.split('_')[2]} Gaussians (render + relevancy, 1 query) "
+                        f"{v:.2f} ms" for k, v in entry.items() if k.startswith("maps_")))
     text_ms = {dev: clip_text_ms(dev) for dev in a.devices}
     for dev, v in text_ms.items():
         print(f"{dev:5s} text encoding (open_clip ViT-B-16, random weights, 1 query): " + ("n/a" if v is None else f"{v:.2f} ms"))

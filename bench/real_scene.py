@@ -32,7 +32,7 @@ from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.label_noise import LabelNoise
 from langx_ros.core.lqc import LQCConfig
 from langx_ros.core.pose_refine import PoseRefineConfig, perturb_poses
-from langx_ros.core.real_scene import DATA_ROOT, EmbeddingTable, LoadedScene, answer_3d, encode_queries, load_scene, run_scene, scene_lqc, scene_spec
+from langx_ros.core.real_scene import DATA_ROOT, EmbeddingTable, LoadedScene, answer_3d, encode_queries, held_out_2d, load_scene, run_scene, scene_lqc, scene_spec
 from langx_ros.core.scene_eval import format_table, summarise
 from langx_ros.core.synthetic import OracleTextEncoder, make_scene
 
@@ -159,7 +159,8 @@ def main() -> None:
                 for v in a.variants:
                     sets = dict(kv.split("=", 1) for kv in v.split(","))
                     vcfg = dataclasses.replace(qcfg_s, **{k: parse_value(getattr(qcfg_s, k), x) for k, x in sets.items()})
-                    vs, _ = answer_3d(scene, fld, *encoded, vcfg)
+                    vs, vm = answer_3d(scene, fld, *encoded, vcfg)
+                    held_out_2d(scene, fld, vs, vm, *encoded, vcfg)
                     r["selection_variants"][v] = {"summary": summarise(vs), "objects": [x.as_dict() for x in vs]}
                 if a.save_fields:
                     from langx_ros.core.field.io import save_field
@@ -182,7 +183,8 @@ def main() -> None:
                     s = v["summary"]
                     print(f"  same field, {k}: wrong-object {s['wrong_object']}, precision mean {s['mean_precision']:.2f} min "
                           f"{s['min_precision']:.2f}, recall mean {s['mean_recall']:.2f} min {s['min_recall']:.2f}, centroid error max "
-                          f"{s['max_centroid_error'] * 100:.1f} cm; wrong: {[o['name'] for o in v['objects'] if o['wrong_object']]}")
+                          f"{s['max_centroid_error'] * 100:.1f} cm, held-out 2D mIoU {s['miou_2d']:.2f} (3D answer rendered "
+                          f"{s['miou_3d_rendered']:.2f}); wrong: {[o['name'] for o in v['objects'] if o['wrong_object']]}")
                 runs.append(r)
                 write_json(a.out, {"runs": runs, "protocol": "ORACLE-FEATURE PROTOCOL (labels as features)",
                                    "settings": {"iterations": a.iters, "lqc_steps": a.lqc_steps, "size": [a.width, a.height],

@@ -346,16 +346,52 @@ def relevancy_from_codes(field: "LanguageField", sem: torch.Tensor, alpha: torch
 
 
 def relevancy_maps(field: "LanguageField", viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                   text: torch.Tensor, canonical: torch.Tensor) -> np.ndarray:
-    """(Q, L, H, W) raw relevancy of the rendered semantic codes at a camera (0 where nothing renders)."""
+                   text: torch.Tensor, canonical: torch.Tensor, render: str = "codes") -> np.ndarray:
+    """(Q, L, H, W) raw relevancy at a camera (0 where nothing renders), ``render`` (``query.relevancy_2d``):
+
+    * "codes" (LangScene-X, LangSplat): the Gaussians' codes are rendered and each pixel's blend is
+      decoded by its nearest codebook entry (:func:`relevancy_from_codes`). Where Gaussians of two
+      labels overlap, the blend of their codes can lie nearest a third label's entry.
+    * "gaussians": each observed Gaussian's relevancy (of its own code's entry) is rendered, as a
+      share of the observed Gaussians' blending weight (:func:`gaussian_relevancy_maps`).
+    """
+    if render == "gaussians":
+        return gaussian_relevancy_maps(field, viewmat, K, width, height, text, canonical).cpu().numpy().astype(np.float32)
+    if render != "codes":
+        raise ValueError(f"relevancy rendering must be 'codes' or 'gaussians', not {render!r}")
     r = field.render(viewmat, K, width, height)
     return relevancy_from_codes(field, r.sem, r.alpha, text, canonical).cpu().numpy().astype(np.float32)
 
 
+@torch.no_grad()
+def gaussian_relevancy_maps(field: "LanguageField", viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                            text: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
+    """(Q, L, H, W) the alpha-blended relevancy of the observed Gaussians at a camera.
+
+    Every Gaussian's relevancy per query and level is that of its own code's nearest entry; a
+    pixel's is the blending-weighted mean over the observed Gaussians it sees (the Gaussians no
+    view observed carry codes nothing checked: they neither raise nor lower it, as in the 3D
+    selection). A pixel is 0 where it is not opaque (alpha <= 0.5) or the observed Gaussians
+    carry less than a tenth of its opacity (what :func:`instance_mask` requires of an answer).
+    """
+    table = relevancy_table(field, text, canonical)  # (Q, K)
+    q, n_lv = table.shape[0], len(field.levels)
+    obs = field.observed().float()  # (N, L)
+    rel = table[:, field.code_index()]  # (Q, N, L)
+    channels = torch.cat([(rel * obs[None]).permute(1, 0, 2).reshape(field.num_gaussians, q * n_lv), obs], 1)
+    out = field.render_channels(channels, viewmat, K, width, height)
+    f, alpha = out.features, out.alpha[..., 0]
+    weight = f[..., q * n_lv:]  # (H, W, L) observed blending weight per level
+    num = f[..., :q * n_lv].reshape(height, width, q, n_lv)
+    ok = (weight >= 0.1 * alpha[..., None]) & (alpha[..., None] > 0.5) & (weight > 0)
+    mean = torch.where(ok[:, :, None], num / weight.clamp_min(1e-12)[:, :, None], torch.zeros_like(num))
+    return mean.permute(2, 3, 0, 1).clamp(0.0, 1.0)
+
+
 def query_2d(field: "LanguageField", queries: Sequence[str], viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
              text: torch.Tensor, canonical: torch.Tensor, cfg: QueryConfig) -> list[Map2D]:
-    """2D relevancy maps and masks of every query at one camera."""
-    maps = relevancy_maps(field, viewmat, K, width, height, text, canonical)
+    """2D relevancy maps and masks of every query at one camera (rendered as ``cfg.relevancy_2d``)."""
+    maps = relevancy_maps(field, viewmat, K, width, height, text, canonical, cfg.relevancy_2d)
     return [langsplat_map(maps[i], q, field.levels, cfg) for i, q in enumerate(queries)]
 
 

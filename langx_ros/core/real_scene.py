@@ -156,6 +156,26 @@ def answer_3d(scene: LoadedScene, field, qtexts: list[str], text: torch.Tensor, 
     return scores, matches
 
 
+def held_out_2d(scene: LoadedScene, field, scores: list[ObjectScore], matches: list, qtexts: list[str], text: torch.Tensor,
+                canon: torch.Tensor, qcfg: QueryConfig) -> None:
+    """Fill every score's held-out 2D IoUs (in place): the LangSplat-protocol mask of its query
+    (``iou_2d``, rendered as ``qcfg.relevancy_2d``) and its 3D answer rendered (``iou_3d``), at
+    each held-out view where the object covers at least 50 labelled pixels."""
+    from langx_ros.core.engine import Camera
+    from langx_ros.core.query import instance_mask, query_2d
+
+    for f in scene.held_out:
+        cam = Camera.of(f)
+        maps = query_2d(field, qtexts, cam.viewmat, cam.K, cam.width, cam.height, text, canon, qcfg)
+        for k, (s, m, mp) in enumerate(zip(scores, matches, maps), start=1):
+            gt = f.instances == k
+            if gt.sum() < 50:  # not visible in this view
+                continue
+            s.iou_2d[f.frame_id] = mask_iou(mp.mask, gt)
+            rendered = instance_mask(field, m, cam.viewmat, cam.K, cam.width, cam.height, qcfg.min_opacity) if m.found else np.zeros_like(gt)
+            s.iou_3d[f.frame_id] = mask_iou(rendered, gt)
+
+
 def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfig, lqc_cfg: LQCConfig, qcfg: QueryConfig,
               device: torch.device | str, noise: LabelNoise | None = None, reg_cfg: RegistrationConfig | None = None,
               queries: dict[str, str] | None = None, lqc_path: str = "", pose_cfg: PoseRefineConfig | None = None,
@@ -170,8 +190,6 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     ``geometry``: a field of the same scene whose Gaussians are kept (mode "register" only; see
     :func:`~langx_ros.core.reconstruct.reconstruct`), so settings compare on one geometry.
     """
-    from langx_ros.core.engine import Camera
-    from langx_ros.core.query import instance_mask, query_2d
     from langx_ros.core.reconstruct import ReconstructConfig, reconstruct
 
     reg_cfg = dataclasses.replace(reg_cfg or RegistrationConfig(), mode=mode)
@@ -194,17 +212,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     t1 = time.perf_counter()
     scores, matches = answer_3d(scene, field, qtexts, text, canon, qcfg)
     answer_ms = (time.perf_counter() - t1) * 1000
-    for f in scene.held_out:
-        cam = Camera.of(f)
-        maps = query_2d(field, qtexts, cam.viewmat, cam.K, cam.width, cam.height, text, canon, qcfg)
-        gt_ids = f.instances
-        for k, (s, m, mp) in enumerate(zip(scores, matches, maps), start=1):
-            gt = gt_ids == k
-            if gt.sum() < 50:  # not visible in this view
-                continue
-            s.iou_2d[f.frame_id] = mask_iou(mp.mask, gt)
-            rendered = instance_mask(field, m, cam.viewmat, cam.K, cam.width, cam.height, qcfg.min_opacity) if m.found else np.zeros_like(gt)
-            s.iou_3d[f.frame_id] = mask_iou(rendered, gt)
+    held_out_2d(scene, field, scores, matches, qtexts, text, canon, qcfg)
     return {
         "scene": scene.spec.name, "mode": mode, "geometry": "kept from an earlier run" if geometry is not None else "trained", "noise": noise.describe() if noise else "clean oracle labels",
         "train": [f.frame_id for f in scene.train], "held_out": [f.frame_id for f in scene.held_out],

@@ -342,3 +342,43 @@ def test_answer_points_the_views_label_as_something_else_are_left_out(monkeypatc
     f.surface = dataclasses.replace(f.surface, code=np.full_like(code, 20))
     (none,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
     assert np.array_equal(none.points, pts) and "label none of them as the query" in none.message
+
+
+def test_gaussian_relevancy_maps_blend_the_observed_gaussians_own_relevancy(monkeypatch):
+    """query.relevancy_2d 'gaussians': a wall whose left Gaussians score 0.9 and right ones 0.2, the
+    left half veiled by unobserved Gaussians of relevancy 0.05 just in front of it: the map reads
+    0.9 left (the veil neither lowers it nor hides it), 0.2 right, 0 off the wall."""
+    import math
+
+    import pytest
+    import torch
+
+    from langx_ros.core.field.model import LanguageField
+    from langx_ros.core.query import relevancy_maps
+
+    xs, ys = np.meshgrid(np.arange(-0.5, 0.51, 0.04), np.arange(-0.3, 0.31, 0.04))
+    wall = np.c_[xs.ravel(), ys.ravel(), np.full(xs.size, 2.0)]
+    left = wall[:, 0] < 0
+    veil = wall[left] - [0, 0, 0.02]
+    means = np.concatenate([wall, veil])
+    n = len(means)
+    rel = np.r_[np.where(left, 0.9, 0.2), np.full(len(veil), 0.05)]
+    opac = [0.9] * len(wall) + [0.3] * len(veil)
+    params = {"means": torch.tensor(means, dtype=torch.float32), "quats": torch.tensor([[1.0, 0, 0, 0]] * n),
+              "scales": torch.full((n, 3), math.log(0.03)), "opacities": torch.logit(torch.tensor(opac)),
+              "colors": torch.zeros(n, 3), "sem": torch.zeros(n, 3)}
+    f = LanguageField(params, lqc=None, levels=["s"], meta={"min_weight": 0.1},
+                      evidence=torch.tensor([5.0] * len(wall) + [0.0] * len(veil))[:, None])
+    _patch_relevancy(monkeypatch, rel)
+    K = torch.tensor([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]])
+    maps = relevancy_maps(f, torch.eye(4), K, 48, 32, torch.zeros(1, 4), torch.zeros(4, 4), render="gaussians")
+    assert maps.shape == (1, 1, 32, 48)
+    u, v = np.meshgrid(np.arange(48), np.arange(32))
+    x, y = (u + 0.5 - 24) / 40 * 2, (v + 0.5 - 16) / 40 * 2
+    on = np.abs(y) < 0.22
+    m = maps[0, 0]
+    assert np.allclose(m[on & (x < -0.1) & (x > -0.42)], 0.9, atol=0.01)
+    assert np.allclose(m[on & (x > 0.1) & (x < 0.42)], 0.2, atol=0.01)
+    assert (m[np.abs(y) > 0.4] == 0).all() and (m[np.abs(x) > 0.6] == 0).all()
+    with pytest.raises(ValueError, match="'codes' or 'gaussians'"):
+        relevancy_maps(f, torch.eye(4), K, 48, 32, torch.zeros(1, 4), torch.zeros(4, 4), render="rgb")
