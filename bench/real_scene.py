@@ -68,6 +68,15 @@ def parse_value(current, text: str):
     return type(current)(text)
 
 
+def registration_config(spec: str) -> RegistrationConfig:
+    """'default' or 'k=v[,k=v]' overrides of RegistrationConfig's defaults."""
+    base = RegistrationConfig()
+    if spec == "default":
+        return base
+    sets = dict(kv.split("=", 1) for kv in spec.split(","))
+    return dataclasses.replace(base, **{k: parse_value(getattr(base, k), x) for k, x in sets.items()})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenes", nargs="+", default=["lounge", "kitchen", "shelf", "synthetic"])
@@ -86,8 +95,9 @@ def main() -> None:
     ap.add_argument("--text-table", type=Path, help="precomputed text embeddings (JSON) instead of the MiniLM model")
     ap.add_argument("--write-text-table", type=Path, help="embed every text the benchmark uses with MiniLM, write JSON, exit")
     ap.add_argument("--synonyms", action="store_true", help="query some objects by a free word (tissues, plant, ...)")
-    ap.add_argument("--vote-rounds", type=int, nargs="+", default=[RegistrationConfig().vote_rounds],
-                    help="registration's cross-view vote rounds to compare (0 = the plain mean)")
+    ap.add_argument("--registrations", nargs="+", default=["default"], metavar="K=V[,K=V]",
+                    help="registration settings to compare, each 'default' or registration.* overrides, e.g. "
+                         "vote_rounds=1 or segment_check=0 (mode 'train' runs the first only)")
     ap.add_argument("--variants", nargs="*", default=["instance_match_weight=0"],
                     help="also answer on each run's field with these query settings (QueryConfig field=value, several "
                          "joined by ','), side by side; e.g. instance_match_weight=0 instance_density_weight=1")
@@ -97,9 +107,9 @@ def main() -> None:
     ap.add_argument("--refine-poses", action="store_true", help="refine the keyframe poses before the field (pose_refine)")
     ap.add_argument("--train-each", action="store_true",
                     help="train a field for every run (default: mode 'register' trains once per scene and re-registers that "
-                         "geometry for the other labels and vote rounds, so they compare on one geometry; its training "
+                         "geometry for the other labels and registration settings, so they compare on one geometry; its training "
                          "uses no labels)")
-    ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-v<rounds>)")
+    ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-<registration>)")
     ap.add_argument("--out", default="real_scene")
     a = ap.parse_args()
     qcfg = QueryConfig()
@@ -143,15 +153,15 @@ def main() -> None:
         settings += [(f"noisy-s{seed}" if seed else "noisy", LabelNoise(seed=seed)) for n in a.noise if n == "noisy" for seed in a.noise_seeds]
         kept = None  # mode "register": later runs of the scene re-register the first one's geometry (--train-each: not)
         for noise_name, noise in settings:
-            for mode, rounds in [(m, v) for m in a.modes for v in (a.vote_rounds if m != "train" else a.vote_rounds[:1])]:
+            for mode, reg_name in [(m, v) for m in a.modes for v in (a.registrations if m != "train" else a.registrations[:1])]:
                 queries = {n: SYNONYMS[n] for n in scene.names if n in SYNONYMS} if a.synonyms and name != "synthetic" else None
-                r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, RegistrationConfig(vote_rounds=rounds),
+                r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, registration_config(reg_name),
                               queries=queries, lqc_path=lqc_path, train=train_frames(scene),
                               pose_cfg=PoseRefineConfig(enabled=True) if a.refine_poses else None,
                               geometry=kept if mode == "register" else None)
                 r["labels"] = noise_name
                 r["poses"] = {"perturbed": a.perturb_poses or "no", "refined": a.refine_poses}
-                r["vote_rounds"] = rounds
+                r["registration"] = reg_name
                 scores = r.pop("_scores")
                 fld = r.pop("_field")
                 r["selection_variants"] = {}
@@ -165,10 +175,10 @@ def main() -> None:
                 if a.save_fields:
                     from langx_ros.core.field.io import save_field
 
-                    save_field(fld, a.save_fields / f"{name}-{mode.replace('+', '_')}-{noise_name}-v{rounds}")
+                    save_field(fld, a.save_fields / f"{name}-{mode.replace('+', '_')}-{noise_name}-{reg_name.replace('=', '').replace(',', '_')}")
                 kept = fld if mode == "register" and kept is None and not a.train_each else kept
                 del fld
-                print(f"\n== {name} | {mode} (vote rounds {rounds}, geometry {r['geometry']}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
+                print(f"\n== {name} | {mode} (registration {reg_name}, geometry {r['geometry']}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
                       f"{a.iters} it, {a.device} ({torch.cuda.get_device_name(0) if str(a.device).startswith('cuda') else 'CPU'}); poses perturbed: "
                       f"{r['poses']['perturbed']}, refined: {r['poses']['refined']} ==")
                 print(format_table(scores))
@@ -192,7 +202,7 @@ def main() -> None:
     print("\nsummary (scene | mode | labels: found, wrong, min precision, min recall, max centroid error, 2D mIoU, register s)")
     for r in runs:
         s = r["summary"]
-        print(f"{r['scene']:>9} | {r['mode']:>14} v{r['vote_rounds']} | {r['labels']:>8}: {s['found']}/{s['objects']}, {s['wrong_object']}, "
+        print(f"{r['scene']:>9} | {r['mode']:>14} {r['registration']:>16} | {r['labels']:>8}: {s['found']}/{s['objects']}, {s['wrong_object']}, "
               f"{s['min_precision']:.2f}, {s['min_recall']:.2f}, {s['max_centroid_error'] * 100:.1f} cm, {s['miou_2d']:.2f}, "
               f"{r['timings'].get('register', float('nan')):.2f}")
 

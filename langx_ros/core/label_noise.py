@@ -14,7 +14,8 @@ frame and seed:
   walls, floor and unlabelled furniture into many segments, so a misread is one piece of them; as
   one segment, a relabelled background turned two thirds of a kitchen frame into "red cabinets";
 - each segment's feature is its label's embedding plus Gaussian noise of relative size
-  ``feature_sigma``, renormalised.
+  ``feature_sigma``, renormalised; segments of one label stay separate segments (SAM's masks
+  are; merged, a misread background piece and the object it is misread as would be one segment).
 
 Everything built on it must say so ("NOISY oracle labels" in the provenance).
 """
@@ -52,11 +53,15 @@ def _rng(frame_id: str, seed: int) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}:{frame_id}".encode()).digest()[:8], "little"))
 
 
-def noisy_id_map(ids: np.ndarray, num_labels: int, noise: LabelNoise, rng: np.random.Generator) -> np.ndarray:
-    """(H, W) int64 id map with the mask noise of ``noise`` (-1 = no segment).
+def noisy_segments(ids: np.ndarray, num_labels: int, noise: LabelNoise, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The segments SAM might give for the true id map ``ids``, with the mask noise of ``noise``:
+    ((H, W) int64 segment index, -1 = no segment; (S,) int64 the label of each segment).
 
-    Returns the ids after erosion/dilation, shift and relabelling of each segment of ``ids``
-    (the background, id 0, as ``noise.background_cells``^2 grid pieces).
+    Each true instance is one segment and the background (id 0) ``noise.background_cells``^2 grid
+    pieces; each is eroded/dilated, shifted and painted in a random order (spills overwrite
+    neighbours; a segment painted over entirely keeps its index and has no pixels), and a
+    fraction ``noise.relabel`` takes another label. Segments stay apart even where they share a
+    label, as SAM's masks do: a misread background piece is its own segment, not part of the object's.
     """
     import cv2
 
@@ -68,6 +73,7 @@ def noisy_id_map(ids: np.ndarray, num_labels: int, noise: LabelNoise, rng: np.ra
         n = max(1, noise.background_cells)
         cell = (np.arange(h)[:, None] * n // h) * n + np.arange(w)[None, :] * n // w
         segs += [(BACKGROUND_ID, m) for c in range(n * n) if (m := bg & (cell == c)).any()]
+    labels = np.array([s for s, _ in segs], np.int64)
     for i in rng.permutation(len(segs)) if segs else []:
         s, m = segs[i]
         m = m.astype(np.uint8)
@@ -78,11 +84,16 @@ def noisy_id_map(ids: np.ndarray, num_labels: int, noise: LabelNoise, rng: np.ra
         if noise.shift_px > 0:
             dx, dy = (int(v) for v in rng.integers(-noise.shift_px, noise.shift_px + 1, 2))
             m = cv2.warpAffine(m, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), flags=cv2.INTER_NEAREST)
-        label = int(s)
         if num_labels > 1 and rng.random() < noise.relabel:
-            label = int(rng.choice([i for i in range(num_labels) if i != s]))
-        out[m > 0] = label
-    return out
+            labels[i] = int(rng.choice([j for j in range(num_labels) if j != s]))
+        out[m > 0] = i
+    return out, labels
+
+
+def noisy_id_map(ids: np.ndarray, num_labels: int, noise: LabelNoise, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) int64 label map of :func:`noisy_segments` (-1 = no segment)."""
+    seg, labels = noisy_segments(ids, num_labels, noise, rng)
+    return np.where(seg >= 0, labels[seg.clip(min=0)], -1) if len(labels) else seg
 
 
 def jittered_features(features: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -110,4 +121,5 @@ class NoisyOracleSemantics:
             raise KeyError(f"oracle-feature protocol: frame {frame.frame_id} has no instance ids")
         rng = _rng(frame.frame_id, self.noise.seed)
         ids = np.where(frame.instances < len(self._features), frame.instances, -1)
-        return [(noisy_id_map(ids, len(self._features), self.noise, rng), jittered_features(self._features, self.noise.feature_sigma, rng))]
+        seg, labels = noisy_segments(ids, len(self._features), self.noise, rng)
+        return [(seg, jittered_features(self._features[labels].reshape(len(labels), -1), self.noise.feature_sigma, rng))]

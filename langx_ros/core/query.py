@@ -353,7 +353,8 @@ def relevancy_maps(field: "LanguageField", viewmat: torch.Tensor, K: torch.Tenso
       decoded by its nearest codebook entry (:func:`relevancy_from_codes`). Where Gaussians of two
       labels overlap, the blend of their codes can lie nearest a third label's entry.
     * "gaussians": each observed Gaussian's relevancy (of its own code's entry) is rendered, as a
-      share of the observed Gaussians' blending weight (:func:`gaussian_relevancy_maps`).
+      share of the observed Gaussians' blending weight (:func:`gaussian_relevancy_maps`; pixels
+      without evidence read as their map's least relevant one, not 0).
     """
     if render == "gaussians":
         return gaussian_relevancy_maps(field, viewmat, K, width, height, text, canonical).cpu().numpy().astype(np.float32)
@@ -371,8 +372,9 @@ def gaussian_relevancy_maps(field: "LanguageField", viewmat: torch.Tensor, K: to
     Every Gaussian's relevancy per query and level is that of its own code's nearest entry; a
     pixel's is the blending-weighted mean over the observed Gaussians it sees (the Gaussians no
     view observed carry codes nothing checked: they neither raise nor lower it, as in the 3D
-    selection). A pixel is 0 where it is not opaque (alpha <= 0.5) or the observed Gaussians
-    carry less than a tenth of its opacity (what :func:`instance_mask` requires of an answer).
+    selection). A pixel has no evidence where it is not opaque (alpha <= 0.5) or the observed
+    Gaussians carry less than a tenth of its opacity (what :func:`instance_mask` requires of an
+    answer); it reads as the least relevant pixel with evidence of its map (0 if none has any).
     """
     table = relevancy_table(field, text, canonical)  # (Q, K)
     q, n_lv = table.shape[0], len(field.levels)
@@ -383,9 +385,14 @@ def gaussian_relevancy_maps(field: "LanguageField", viewmat: torch.Tensor, K: to
     f, alpha = out.features, out.alpha[..., 0]
     weight = f[..., q * n_lv:]  # (H, W, L) observed blending weight per level
     num = f[..., :q * n_lv].reshape(height, width, q, n_lv)
-    ok = (weight >= 0.1 * alpha[..., None]) & (alpha[..., None] > 0.5) & (weight > 0)
-    mean = torch.where(ok[:, :, None], num / weight.clamp_min(1e-12)[:, :, None], torch.zeros_like(num))
-    return mean.permute(2, 3, 0, 1).clamp(0.0, 1.0)
+    ok = (weight >= 0.1 * alpha[..., None]) & (alpha[..., None] > 0.5) & (weight > 0)  # (H, W, L)
+    mean = (num / weight.clamp_min(1e-12)[:, :, None]).clamp(0.0, 1.0).permute(2, 3, 0, 1)  # (Q, L, H, W)
+    known = ok.permute(2, 0, 1)[None].expand_as(mean)
+    # pixels without evidence read as the least relevant known pixel of their map: least relevant,
+    # without stretching the map's range (a 0 there would, and LangSplat's normalisation with it)
+    floor = torch.where(known, mean, torch.full_like(mean, float("inf"))).amin(dim=(2, 3), keepdim=True)
+    floor = torch.where(torch.isfinite(floor), floor, torch.zeros_like(floor))
+    return torch.where(known, mean, floor.expand_as(mean))
 
 
 def query_2d(field: "LanguageField", queries: Sequence[str], viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,

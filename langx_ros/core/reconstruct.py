@@ -384,7 +384,9 @@ def reconstruct(
     observed = reg.observed(reg_cfg.min_weight)
     timings["register"] = time.perf_counter() - t + timings.pop("register_init", 0.0)
     n_obs = int(observed.any(1).sum())
-    report("register", 1.0, f"{n_obs}/{observed.shape[0]} Gaussians observed")
+    checked = (f"; cross-view segment check: {reg.dropped_segments} segments the other views contradict left out"
+               if reg_cfg.segment_check > 0 else "; cross-view segment check off")
+    report("register", 1.0, f"{n_obs}/{observed.shape[0]} Gaussians observed{checked}")
 
     surface_cfg = surface_cfg or SurfaceConfig()
     surface = None
@@ -394,7 +396,7 @@ def reconstruct(
         report("surface", 0.0, f"sampling the depth of {len(frames)} key frames onto the observed Gaussians")
         sviews = [SurfaceView(v.viewmat, v.K, d, f.rgb) for v, d, f in zip(views, reg.view_depth, frames)]
         surface = surface_samples(activated(params), observed.any(1), sviews, surface_cfg)
-        surface.code = _sample_codes(surface, reg_views, reg, len(levels), reg_cfg, lqc, device)
+        surface.code = _sample_codes(surface, reg.views or reg_views, reg, len(levels), reg_cfg, lqc, device)
         timings["surface"] = time.perf_counter() - t
         report("surface", 1.0, f"{len(surface)} surface samples on {int((surface.owned_counts() > 0).sum())} Gaussians")
 
@@ -408,7 +410,7 @@ def reconstruct(
         "semantic codes": {"register": "registered (training-free, blending-weighted over the views that see each Gaussian)",
                            "train": "LangScene-X semantic training",
                            "register+train": "registration, then LangScene-X semantic training"}[reg_cfg.mode]
-                          + f"; {n_obs}/{observed.shape[0]} Gaussians observed",
+                          + f"; {n_obs}/{observed.shape[0]} Gaussians observed{checked}",
         "answer points": (f"surface samples: the depth of the {len(frames)} key frames (the sensor's, the field's rendered "
                           f"depth where the sensor has none) in {surface_cfg.voxel * 100:g} cm voxels, each owned by the "
                           f"Gaussian that explains it ({len(surface)} samples), each labelled by the views that see it") if surface is not None else

@@ -59,3 +59,23 @@ def test_the_background_is_relabelled_piece_by_piece_not_as_one_segment():
         assert (pieces[bg] == lab).sum() < bg.sum()
     kept = noisy_id_map(ids, 5, LabelNoise(shift_px=0, morph_px=0, relabel=0.0), np.random.default_rng(3))
     assert np.array_equal(kept, ids)  # cutting into pieces alone changes nothing
+
+
+def test_segments_of_one_label_stay_apart_and_carry_their_own_features():
+    """As SAM's masks: a background piece misread as an object is its own segment, with its own
+    jittered feature of the label it is misread as; the label map is the segments' labels."""
+    from langx_ros.core.label_noise import noisy_segments
+
+    ids = _ids()
+    noise = LabelNoise(shift_px=0, morph_px=0, relabel=1.0, background_cells=4)
+    seg, labels = noisy_segments(ids, 3, noise, np.random.default_rng(3))
+    cells = 15  # of the 4 x 4 background pieces, one lies wholly under the unlabelled rows and the objects
+    assert len(labels) == 2 + cells and seg.max() == len(labels) - 1
+    assert np.array_equal(np.where(seg >= 0, labels[seg.clip(min=0)], -1), noisy_id_map(ids, 3, noise, np.random.default_rng(3)))
+    misread = [i for i in range(2, len(labels)) if labels[i] == 1]  # background pieces read as object 1
+    assert misread and all(not (seg[ids == 1] == i).any() for i in misread)  # none shares the object's segment
+    f = np.eye(3, 8, dtype=np.float32)
+    frame = Frame("kf-2", np.zeros((60, 80, 3), np.uint8), np.eye(3), instances=_ids())
+    (s, feats), = NoisyOracleSemantics(f, LabelNoise(), "oracle").segment_features(frame)
+    assert feats.shape == (2 + cells, 8) and s.max() < 2 + cells
+    assert len({tuple(np.round(r, 6)) for r in feats}) == 2 + cells  # every segment jittered on its own

@@ -79,6 +79,18 @@ class RegistrationConfig:
         0.05, "Cross-view vote: kernel width in cosine distance, weight exp((cos - 1) / width). Label embeddings of "
         "different objects lie >= 0.3 apart; lower it for features that crowd together.", min=1e-4, max=10.0,
     )
+    segment_check: float = param(
+        0.5, "Cross-view segment check, before the vote: another view that sees a segment's pixels on its own surface "
+        "contradicts the segment where its labels there agree less than this (the vote kernel's weight, averaged over "
+        "the pixels); a segment that more views contradict than agree with (its own view agreeing) is left out. It catches a misread segment that only "
+        "few views see on the surface, where the per-Gaussian vote has too few voters (a shelf bin's wall seen by "
+        "two views, both misreading it as the tissue box). 0 = off.", min=0.0, max=1.0,
+    )
+    segment_check_votes: int = param(
+        20, "Cross-view segment check: fewest of a segment's sampled pixels another view must see labelled on its "
+        "surface to give an opinion (one per view); a segment no view gives one on is kept.", min=1, max=10_000_000,
+    )
+    segment_check_px: int = param(4, "Cross-view segment check: pixel stride of the samples of each segment.", min=1, max=64)
 
 
 @dataclass
@@ -109,6 +121,9 @@ class Registration:
     # per view (H, W) the depth surface support used: the sensor's reading, else the field's rendered depth where its
     # opacity > 0.5, else NaN
     view_depth: list[torch.Tensor] | None = None
+    # the views as registered: their segments after the cross-view segment check (None: as given)
+    views: list[RegistrationView] | None = None
+    dropped_segments: int = 0  # segments the check left out, over all views and levels
 
     def observed(self, min_weight: float) -> torch.Tensor:
         """(N, L) bool: enough evidence at each level."""
@@ -203,10 +218,94 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
         best = torch.where(more, w_all, best)
         center = -vm[:3, :3].T @ vm[:3, 3]
         facing = torch.where(more[:, None], normals_facing(normals, means, center), facing)
+    dropped = 0
+    if cfg.segment_check > 0:
+        views, dropped = checked_segments(views, depths, num_levels, cfg)
     acc = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, None, check_cancel)
     for _ in range(cfg.vote_rounds):
         acc = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, acc.features, check_cancel)
-    return Registration(acc.features, acc.evidence, weight, facing, support_views, acc.labelled, acc.agree_views, depths)
+    return Registration(acc.features, acc.evidence, weight, facing, support_views, acc.labelled, acc.agree_views, depths,
+                        list(views), dropped)
+
+
+@torch.no_grad()
+def segment_agreement(views: Sequence[RegistrationView], view_depth: Sequence[torch.Tensor], num_levels: int,
+                      cfg: RegistrationConfig) -> list[list[tuple[torch.Tensor, torch.Tensor] | None]]:
+    """Per view and level, (agreeing (S,), contradicting (S,)): how many other views agree with
+    each of its segments and how many contradict it.
+
+    Every ``cfg.segment_check_px``-th pixel of a segment with a depth (``view_depth``: the
+    registration's, the sensor's else the field's) is lifted to 3D; another view that sees the
+    point on its surface (:func:`surface_pixels`) and has a segment there votes with the vote
+    kernel's weight exp((cos - 1) / vote_width) between the two segments' features. A view with at
+    least ``cfg.segment_check_votes`` votes on a segment gives one opinion, the mean of its votes:
+    it contradicts the segment below ``cfg.segment_check``, else agrees (one opinion per view, as
+    in the registration's vote: a near view that sees much of a segment does not outvote two that
+    see less). None: the view has no segments at that level.
+    """
+    out: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = []
+    st = cfg.segment_check_px
+    for a, va in enumerate(views):
+        per: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        for lvl in range(num_levels):
+            if va.seg is None or lvl >= len(va.features) or va.features[lvl].shape[0] == 0:
+                per.append(None)
+                continue
+            dev = view_depth[a].device
+            fa = F.normalize(va.features[lvl].to(dev, torch.float32), dim=-1)
+            seg = va.seg[lvl].to(dev).long()[::st, ::st]
+            d = view_depth[a][::st, ::st]
+            vv, uu = torch.meshgrid(torch.arange(0, va.height, st, device=dev), torch.arange(0, va.width, st, device=dev), indexing="ij")
+            ok = (seg >= 0) & torch.isfinite(d)
+            sa, z = seg[ok], d[ok]
+            K, vm = va.K.to(dev), va.viewmat.to(dev)
+            cam = torch.stack([(uu[ok] + 0.5 - K[0, 2]) / K[0, 0] * z, (vv[ok] + 0.5 - K[1, 2]) / K[1, 1] * z, z], 1)
+            pts = (cam - vm[:3, 3]) @ vm[:3, :3]  # camera -> world (R^T (x - t))
+            agreeing = torch.zeros(fa.shape[0], device=dev)
+            contradicting = torch.zeros(fa.shape[0], device=dev)
+            for b, vb in enumerate(views):
+                if b == a or vb.seg is None or lvl >= len(vb.features) or vb.features[lvl].shape[0] == 0 or not len(pts):
+                    continue
+                pix = surface_pixels(pts, vb.viewmat.to(dev), vb.K.to(dev), view_depth[b].to(dev), cfg.support_abs, cfg.support_rel)
+                sb = torch.where(pix >= 0, vb.seg[lvl].to(dev).long().reshape(-1)[pix.clamp(min=0)], -1)
+                has = sb >= 0
+                fb = F.normalize(vb.features[lvl].to(dev, torch.float32), dim=-1)
+                k = torch.exp(((fa[sa[has]] * fb[sb[has]]).sum(-1) - 1.0) / cfg.vote_width)
+                agree = torch.zeros_like(agreeing).index_add_(0, sa[has], k)
+                votes = torch.zeros_like(agreeing).index_add_(0, sa[has], torch.ones_like(k))
+                counts = votes >= cfg.segment_check_votes
+                low = agree < cfg.segment_check * votes
+                agreeing += (counts & ~low).float()
+                contradicting += (counts & low).float()
+            per.append((agreeing, contradicting))
+        out.append(per)
+    return out
+
+
+@torch.no_grad()
+def checked_segments(views: Sequence[RegistrationView], view_depth: Sequence[torch.Tensor], num_levels: int,
+                     cfg: RegistrationConfig) -> tuple[list[RegistrationView], int]:
+    """``views`` with every segment a majority of the views that see it contradict left out (its
+    pixels -1): more contradicting views (:func:`segment_agreement`) than agreeing ones, its own
+    view counted as agreeing (one view against one is a tie, and a tie keeps it). Returns
+    (views, number of segments left out)."""
+    from dataclasses import replace
+
+    out, dropped = [], 0
+    for va, per in zip(views, segment_agreement(views, view_depth, num_levels, cfg)):
+        bad = [None if r is None else r[1] > r[0] + 1 for r in per]
+        if not any(b is not None and bool(b.any()) for b in bad):
+            out.append(va)
+            continue
+        seg = va.seg.clone()
+        for lvl, b in enumerate(bad):
+            if b is not None and bool(b.any()):
+                s = seg[lvl].to(b.device).long()
+                drop = b[s.clamp(min=0)] & (s >= 0)
+                seg[lvl] = torch.where(drop, torch.full_like(s, -1), s).to(seg.device, seg.dtype)
+                dropped += int(b.sum())
+        out.append(replace(va, seg=seg))
+    return out, dropped
 
 
 @dataclass

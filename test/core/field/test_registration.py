@@ -108,6 +108,7 @@ def test_registration_labels_seen_gaussians_and_leaves_hidden_and_floating_ones_
         params["scales"][len(surf):] = float(np.log(0.01))  # small floaters (isolated points would start large)
     cfg = RegistrationConfig(support_abs=0.05)
     reg = register(activated(params), views, 1, cfg, backend="torch")
+    assert reg.dropped_segments == 0  # clean labels: the other views agree with every segment
     obs = reg.observed(cfg.min_weight)[:, 0].numpy()
     n = len(surf)
     assert obs[:n].mean() > 0.9, obs[:n].mean()
@@ -131,7 +132,7 @@ def _floor_mislabelled_in_one_view():
     wrong[views[0].seg == 0] = 1
     views[0] = RegistrationView(views[0].viewmat, views[0].K, views[0].width, views[0].height, wrong, views[0].features, views[0].depth)
     sup0 = surface_support(geom["means"], views[0].viewmat, views[0].K, views[0].depth, 0.05, 0.02).numpy()
-    plain = register(geom, views, 1, RegistrationConfig(support_abs=0.05, vote_rounds=0), backend="torch")
+    plain = register(geom, views, 1, RegistrationConfig(support_abs=0.05, vote_rounds=0, segment_check=0), backend="torch")
     many = (surf_lab == 0) & sup0 & (plain.support_views.numpy() >= 3)
     return geom, feats, views, surf_lab, many, plain
 
@@ -140,7 +141,7 @@ def test_the_cross_view_vote_drops_a_segment_mislabelled_in_one_view():
     geom, feats, views, surf_lab, many, _ = _floor_mislabelled_in_one_view()
     results, regs = {}, {}
     for rounds in (0, 2):
-        cfg = RegistrationConfig(support_abs=0.05, vote_rounds=rounds)
+        cfg = RegistrationConfig(support_abs=0.05, vote_rounds=rounds, segment_check=0)  # the vote alone
         reg = register(geom, views, 1, cfg, backend="torch")
         f = torch.nn.functional.normalize(reg.features[0], dim=1)
         own = (f * torch.nn.functional.normalize(feats, dim=1)[torch.as_tensor(surf_lab)]).sum(1)  # cos with its true label
@@ -220,7 +221,31 @@ def test_views_giving_the_majority_label_agree_under_the_default_vote():
     agree. One mean-shift round judged agreement against the plain mean, which the minority pulls
     away from every view's label (measured here: 0.04 agreeing views on average instead of 2.1)."""
     geom, _, views, _, many, plain = _floor_mislabelled_in_one_view()
-    cfg = RegistrationConfig(support_abs=0.05)
+    cfg = RegistrationConfig(support_abs=0.05, segment_check=0)  # the vote alone
     voted = register(geom, views, 1, cfg, backend="torch")
     lost = (plain.agree_views[:, 0] - voted.agree_views[:, 0]).numpy()
     assert np.mean(lost[many] == 1) > 0.9, (cfg.vote_rounds, np.mean(lost[many] == 1))
+
+
+def test_the_segment_check_leaves_out_a_segment_the_other_views_contradict():
+    """View 0 reads the floor as label 1 (one segment with label 1's object): the views that see
+    the floor on their surface call it the floor, so that segment is left out before the vote and
+    even the plain mean keeps the floor's label; every other segment stays. A segment with fewer
+    votes than segment_check_votes is not judged."""
+    geom, feats, views, surf_lab, many, plain = _floor_mislabelled_in_one_view()
+    cfg = RegistrationConfig(support_abs=0.05, vote_rounds=0)
+    reg = register(geom, views, 1, cfg, backend="torch")
+    assert reg.dropped_segments == 1
+    wrong = views[0].seg[0] == 1
+    assert bool((reg.views[0].seg[0][wrong] == -1).all()) and torch.equal(reg.views[0].seg[0][~wrong], views[0].seg[0][~wrong])
+    assert all(torch.equal(a.seg, b.seg) for a, b in zip(reg.views[1:], views[1:]))
+    f = torch.nn.functional.normalize(reg.features[0], dim=1)
+    own = (f * torch.nn.functional.normalize(feats, dim=1)[torch.as_tensor(surf_lab)]).sum(1).numpy()
+    assert np.median(own[many]) > 0.99, np.median(own[many])
+    from langx_ros.core.field.registration import segment_agreement
+
+    agreeing, contradicting = segment_agreement(views, reg.view_depth, 1, cfg)[0][0]
+    assert float(contradicting[1]) >= 2 and float(agreeing[1]) == 0  # at least two views call it otherwise
+    assert float(contradicting[2:].max()) == 0, contradicting  # the other objects' segments are not contradicted
+    lax = register(geom, views, 1, RegistrationConfig(support_abs=0.05, vote_rounds=0, segment_check_votes=10_000_000), backend="torch")
+    assert lax.dropped_segments == 0
