@@ -249,3 +249,21 @@ def test_the_segment_check_leaves_out_a_segment_the_other_views_contradict():
     assert float(contradicting[2:].max()) == 0, contradicting  # the other objects' segments are not contradicted
     lax = register(geom, views, 1, RegistrationConfig(support_abs=0.05, vote_rounds=0, segment_check_votes=10_000_000), backend="torch")
     assert lax.dropped_segments == 0
+
+
+def test_the_segment_check_can_lift_pixels_by_the_sensor_depth_only():
+    """segment_check_sensor: where a view's sensor has no reading, its pixels are not lifted (the
+    field's depth there, here the registration depth given for view 0, is not trusted), so the
+    misread floor of a view without readings is not judged."""
+    import dataclasses
+
+    from langx_ros.core.field.registration import segment_agreement
+
+    _, _, views, _, _, _ = _floor_mislabelled_in_one_view()
+    depths = [v.depth for v in views]  # what the registration would use (the sensor's, else the field's)
+    views[0] = dataclasses.replace(views[0], depth=torch.full_like(views[0].depth, float("nan")))
+    cfg = RegistrationConfig(support_abs=0.05)
+    _, contradicting = segment_agreement(views, depths, 1, cfg)[0][0]
+    assert float(contradicting[1]) >= 2
+    _, contradicting = segment_agreement(views, depths, 1, dataclasses.replace(cfg, segment_check_sensor=True))[0][0]
+    assert float(contradicting.sum()) == 0
