@@ -68,9 +68,8 @@ def parse_value(current, text: str):
     return type(current)(text)
 
 
-def registration_config(spec: str) -> RegistrationConfig:
-    """'default' or 'k=v[,k=v]' overrides of RegistrationConfig's defaults."""
-    base = RegistrationConfig()
+def overridden(base, spec: str):
+    """``base`` (a config dataclass) with the 'k=v[,k=v]' overrides of ``spec`` ('default': none)."""
     if spec == "default":
         return base
     sets = dict(kv.split("=", 1) for kv in spec.split(","))
@@ -155,7 +154,7 @@ def main() -> None:
         for noise_name, noise in settings:
             for mode, reg_name in [(m, v) for m in a.modes for v in (a.registrations if m != "train" else a.registrations[:1])]:
                 queries = {n: SYNONYMS[n] for n in scene.names if n in SYNONYMS} if a.synonyms and name != "synthetic" else None
-                r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, registration_config(reg_name),
+                r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, overridden(RegistrationConfig(), reg_name),
                               queries=queries, lqc_path=lqc_path, train=train_frames(scene),
                               pose_cfg=PoseRefineConfig(enabled=True) if a.refine_poses else None,
                               geometry=kept if mode == "register" else None)
@@ -167,8 +166,7 @@ def main() -> None:
                 r["selection_variants"] = {}
                 encoded = encode_queries(scene, enc, qcfg_s, fld.device, queries)
                 for v in a.variants:
-                    sets = dict(kv.split("=", 1) for kv in v.split(","))
-                    vcfg = dataclasses.replace(qcfg_s, **{k: parse_value(getattr(qcfg_s, k), x) for k, x in sets.items()})
+                    vcfg = overridden(qcfg_s, v)
                     vs, vm = answer_3d(scene, fld, *encoded, vcfg)
                     held_out_2d(scene, fld, vs, vm, *encoded, vcfg)
                     r["selection_variants"][v] = {"summary": summarise(vs), "objects": [x.as_dict() for x in vs]}

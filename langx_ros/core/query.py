@@ -347,11 +347,11 @@ def relevancy_from_codes(field: "LanguageField", sem: torch.Tensor, alpha: torch
 
 def relevancy_maps(field: "LanguageField", viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
                    text: torch.Tensor, canonical: torch.Tensor, render: str = "codes") -> np.ndarray:
-    """(Q, L, H, W) raw relevancy at a camera (0 where nothing renders), ``render`` (``query.relevancy_2d``):
+    """(Q, L, H, W) raw relevancy at a camera, rendered as ``render`` (``query.relevancy_2d``):
 
     * "codes" (LangScene-X, LangSplat): the Gaussians' codes are rendered and each pixel's blend is
-      decoded by its nearest codebook entry (:func:`relevancy_from_codes`). Where Gaussians of two
-      labels overlap, the blend of their codes can lie nearest a third label's entry.
+      decoded by its nearest codebook entry (:func:`relevancy_from_codes`; 0 where nothing renders).
+      Where Gaussians of two labels overlap, the blend of their codes can lie nearest a third label's entry.
     * "gaussians": each observed Gaussian's relevancy (of its own code's entry) is rendered, as a
       share of the observed Gaussians' blending weight (:func:`gaussian_relevancy_maps`; pixels
       without evidence read as their map's least relevant one, not 0).
@@ -385,7 +385,7 @@ def gaussian_relevancy_maps(field: "LanguageField", viewmat: torch.Tensor, K: to
     f, alpha = out.features, out.alpha[..., 0]
     weight = f[..., q * n_lv:]  # (H, W, L) observed blending weight per level
     num = f[..., :q * n_lv].reshape(height, width, q, n_lv)
-    ok = (weight >= 0.1 * alpha[..., None]) & (alpha[..., None] > 0.5) & (weight > 0)  # (H, W, L)
+    ok = _evidence_pixels(weight, alpha[..., None]) & (weight > 0)  # (H, W, L)
     mean = (num / weight.clamp_min(1e-12)[:, :, None]).clamp(0.0, 1.0).permute(2, 3, 0, 1)  # (Q, L, H, W)
     known = ok.permute(2, 0, 1)[None].expand_as(mean)
     # pixels without evidence read as the least relevant known pixel of their map: least relevant,
@@ -422,4 +422,10 @@ def instance_mask(field: "LanguageField", match: Match3D, viewmat: torch.Tensor,
     sel[torch.as_tensor(match.gaussian_ids, dtype=torch.long, device=field.device)] = 1.0
     out = field.render_channels(torch.stack([sel, ok[:, lvl].float()], 1), viewmat, K, width, height)
     mine, selectable, alpha = out.features[..., 0], out.features[..., 1], out.alpha[..., 0]
-    return ((mine > 0.5 * selectable) & (selectable >= 0.1 * alpha) & (alpha > 0.5)).cpu().numpy()
+    return ((mine > 0.5 * selectable) & _evidence_pixels(selectable, alpha)).cpu().numpy()
+
+
+def _evidence_pixels(weight: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Pixels an answer may speak for: opaque (alpha > 0.5), with at least a tenth of the opacity
+    carried by the Gaussians that count (``weight``: their blending weight, same shape as ``alpha``)."""
+    return (weight >= 0.1 * alpha) & (alpha > 0.5)

@@ -332,15 +332,15 @@ def reconstruct(
         params = _kept_geometry(geometry, len(levels) * lqc.cfg.code_dim, device)
         geometry_note = (f"{geometry.num_gaussians} Gaussians kept from a given field, not retrained (its geometry: "
                          f"{geometry.provenance.get('geometry', 'unknown')})")
-    elif with_depth:
-        points, colors, point_normals = depth_points(with_depth, field_cfg.init_stride)
-        geometry_note = f"depth of {len(with_depth)}/{len(frames)} frames"
     else:
-        points, colors = frustum_points(frames, cfg.no_depth_near, cfg.no_depth_far, cfg.no_depth_points, field_cfg.seed)
-        point_normals = None
-        geometry_note = (f"NO DEPTH: random initial points in the view frusta ({cfg.no_depth_near:g}-{cfg.no_depth_far:g} m), "
-                         "refined by colour alone (weak; no depth estimator is wired in)")
-    if geometry is None:
+        if with_depth:
+            points, colors, point_normals = depth_points(with_depth, field_cfg.init_stride)
+            geometry_note = f"depth of {len(with_depth)}/{len(frames)} frames"
+        else:
+            points, colors = frustum_points(frames, cfg.no_depth_near, cfg.no_depth_far, cfg.no_depth_points, field_cfg.seed)
+            point_normals = None
+            geometry_note = (f"NO DEPTH: random initial points in the view frusta ({cfg.no_depth_near:g}-{cfg.no_depth_far:g} m), "
+                             "refined by colour alone (weak; no depth estimator is wired in)")
         params = init_from_points(points, colors, point_normals, len(levels) * lqc.cfg.code_dim,
                                   field_cfg.max_gaussians, field_cfg.flatness, device=device, seed=field_cfg.seed)
     views = _views(frames, normals, sem, codes_per_frame[:len(frames)], device)

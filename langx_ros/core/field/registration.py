@@ -34,9 +34,10 @@ view and chunk of segments.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -234,6 +235,13 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
                         list(views), dropped)
 
 
+def _level_features(views: Sequence[RegistrationView], lvl: int, dev: torch.device) -> list[tuple[int, torch.Tensor]]:
+    """The views with segments and features at level ``lvl``: (index into ``views``, (S, F) unit
+    features on ``dev``)."""
+    return [(j, F.normalize(v.features[lvl].to(dev, torch.float32), dim=-1)) for j, v in enumerate(views)
+            if v.seg is not None and lvl < len(v.features) and v.features[lvl].shape[0] > 0]
+
+
 @torch.no_grad()
 def segment_agreement(views: Sequence[RegistrationView], view_depth: Sequence[torch.Tensor], num_levels: int,
                       cfg: RegistrationConfig) -> list[list[tuple[torch.Tensor, torch.Tensor] | None]]:
@@ -250,33 +258,34 @@ def segment_agreement(views: Sequence[RegistrationView], view_depth: Sequence[to
     in the registration's vote: a near view that sees much of a segment does not outvote two that
     see less). None: the view has no segments at that level.
     """
-    out: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = []
-    st = cfg.segment_check_px
-    for a, va in enumerate(views):
-        per: list[tuple[torch.Tensor, torch.Tensor] | None] = []
-        for lvl in range(num_levels):
-            if va.seg is None or lvl >= len(va.features) or va.features[lvl].shape[0] == 0:
-                per.append(None)
-                continue
-            dev = view_depth[a].device
-            fa = F.normalize(va.features[lvl].to(dev, torch.float32), dim=-1)
-            seg = va.seg[lvl].to(dev).long()[::st, ::st]
+    from langx_ros.core.frames import pixel_rays
+
+    out: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = [[None] * num_levels for _ in views]
+    if not views:
+        return out
+    st, dev = cfg.segment_check_px, view_depth[0].device
+    for lvl in range(num_levels):
+        labelled = _level_features(views, lvl, dev)
+        segs = {j: views[j].seg[lvl].to(dev).long() for j, _ in labelled}  # once per view, not per pair
+        for a, fa in labelled:
+            va = views[a]
+            seg = segs[a][::st, ::st]
             d = (va.depth.to(dev) if cfg.segment_check_sensor and va.depth is not None else view_depth[a])[::st, ::st]
-            vv, uu = torch.meshgrid(torch.arange(0, va.height, st, device=dev), torch.arange(0, va.width, st, device=dev), indexing="ij")
+            rays = torch.as_tensor(pixel_rays(va.K.detach().cpu().numpy().astype(np.float64), va.width, va.height)[::st, ::st],
+                                   dtype=torch.float32, device=dev)
             ok = (seg >= 0) & torch.isfinite(d)
-            sa, z = seg[ok], d[ok]
-            K, vm = va.K.to(dev), va.viewmat.to(dev)
-            cam = torch.stack([(uu[ok] + 0.5 - K[0, 2]) / K[0, 0] * z, (vv[ok] + 0.5 - K[1, 2]) / K[1, 1] * z, z], 1)
-            pts = (cam - vm[:3, 3]) @ vm[:3, :3]  # camera -> world (R^T (x - t))
+            sa = seg[ok]
+            vm = va.viewmat.to(dev)
+            pts = (rays[ok] * d[ok][:, None] - vm[:3, 3]) @ vm[:3, :3]  # camera -> world (R^T (x - t))
             agreeing = torch.zeros(fa.shape[0], device=dev)
             contradicting = torch.zeros(fa.shape[0], device=dev)
-            for b, vb in enumerate(views):
-                if b == a or vb.seg is None or lvl >= len(vb.features) or vb.features[lvl].shape[0] == 0 or not len(pts):
+            for b, fb in labelled:
+                if b == a or not len(pts):
                     continue
+                vb = views[b]
                 pix = surface_pixels(pts, vb.viewmat.to(dev), vb.K.to(dev), view_depth[b].to(dev), cfg.support_abs, cfg.support_rel)
-                sb = torch.where(pix >= 0, vb.seg[lvl].to(dev).long().reshape(-1)[pix.clamp(min=0)], -1)
+                sb = torch.where(pix >= 0, segs[b].reshape(-1)[pix.clamp(min=0)], -1)
                 has = sb >= 0
-                fb = F.normalize(vb.features[lvl].to(dev, torch.float32), dim=-1)
                 k = torch.exp(((fa[sa[has]] * fb[sb[has]]).sum(-1) - 1.0) / cfg.vote_width)
                 agree = torch.zeros_like(agreeing).index_add_(0, sa[has], k)
                 votes = torch.zeros_like(agreeing).index_add_(0, sa[has], torch.ones_like(k))
@@ -284,8 +293,7 @@ def segment_agreement(views: Sequence[RegistrationView], view_depth: Sequence[to
                 low = agree < cfg.segment_check * votes
                 agreeing += (counts & ~low).float()
                 contradicting += (counts & low).float()
-            per.append((agreeing, contradicting))
-        out.append(per)
+            out[a][lvl] = (agreeing, contradicting)
     return out
 
 
@@ -296,8 +304,6 @@ def checked_segments(views: Sequence[RegistrationView], view_depth: Sequence[tor
     pixels -1): more contradicting views (:func:`segment_agreement`) than agreeing ones, its own
     view counted as agreeing (one view against one is a tie, and a tie keeps it). Returns
     (views, number of segments left out)."""
-    from dataclasses import replace
-
     out, dropped = [], 0
     for va, per in zip(views, segment_agreement(views, view_depth, num_levels, cfg)):
         bad = [None if r is None else r[1] > r[0] + 1 for r in per]
@@ -429,8 +435,7 @@ def register_points(points: torch.Tensor, views: Sequence[RegistrationView], vie
     dev = points.device
     m = points.shape[0]
     # per level, the views with features there: (index into views, their unit features)
-    per_level = [[(j, F.normalize(v.features[lvl].to(dev, torch.float32), dim=-1)) for j, v in enumerate(views)
-                  if v.seg is not None and lvl < len(v.features) and v.features[lvl].shape[0] > 0] for lvl in range(num_levels)]
+    per_level = [_level_features(views, lvl, dev) for lvl in range(num_levels)]
     out: list[tuple[torch.Tensor, torch.Tensor] | None] = [
         (torch.zeros(m, pv[0][1].shape[1], device=dev), torch.zeros(m, device=dev)) if pv else None for pv in per_level]
     used = sorted({j for pv in per_level for j, _ in pv})
