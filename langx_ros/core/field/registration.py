@@ -261,12 +261,13 @@ def segment_agreement(views: Sequence[RegistrationView], view_depth: Sequence[to
     in the registration's vote: a near view that sees much of a segment does not outvote two that
     see less). None: the view has no segments at that level.
     """
-    from langx_ros.core.frames import pixel_rays
+    from langx_ros.core.frames import rays_at
 
     out: list[list[tuple[torch.Tensor, torch.Tensor] | None]] = [[None] * num_levels for _ in views]
     if not views:
         return out
     st, dev = cfg.segment_check_px, view_depth[0].device
+    rays: dict[int, torch.Tensor] = {}  # per view, the sampled pixels' rays (built once, shared by the levels)
     for lvl in range(num_levels):
         labelled = _level_features(views, lvl, dev)
         segs = {j: views[j].seg[lvl].to(dev).long() for j, _ in labelled}  # once per view, not per pair
@@ -274,12 +275,14 @@ def segment_agreement(views: Sequence[RegistrationView], view_depth: Sequence[to
             va = views[a]
             seg = segs[a][::st, ::st]
             d = (va.depth.to(dev) if cfg.segment_check_sensor and va.depth is not None else view_depth[a])[::st, ::st]
-            rays = torch.as_tensor(pixel_rays(va.K.detach().cpu().numpy().astype(np.float64), va.width, va.height)[::st, ::st],
-                                   dtype=torch.float32, device=dev)
+            if a not in rays:
+                rows, cols = np.meshgrid(np.arange(0, va.height, st), np.arange(0, va.width, st), indexing="ij")
+                rays[a] = torch.as_tensor(rays_at(va.K.detach().cpu().numpy().astype(np.float64), rows, cols),
+                                          dtype=torch.float32, device=dev)
             ok = (seg >= 0) & torch.isfinite(d)
             sa = seg[ok]
             vm = va.viewmat.to(dev)
-            pts = (rays[ok] * d[ok][:, None] - vm[:3, 3]) @ vm[:3, :3]  # camera -> world (R^T (x - t))
+            pts = (rays[a][ok] * d[ok][:, None] - vm[:3, 3]) @ vm[:3, :3]  # camera -> world (R^T (x - t))
             agreeing = torch.zeros(fa.shape[0], device=dev)
             contradicting = torch.zeros(fa.shape[0], device=dev)
             for b, fb in labelled:
