@@ -32,7 +32,7 @@ from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.label_noise import LabelNoise
 from langx_ros.core.lqc import LQCConfig
 from langx_ros.core.pose_refine import PoseRefineConfig, perturb_poses
-from langx_ros.core.real_scene import DATA_ROOT, EmbeddingTable, LoadedScene, answer_3d, encode_queries, held_out_2d, load_scene, run_scene, scene_lqc, scene_spec
+from langx_ros.core.real_scene import DATA_ROOT, UNKNOWN_PIXELS, EmbeddingTable, LoadedScene, answer_3d, encode_queries, held_out_2d, load_scene, run_scene, scene_lqc, scene_spec
 from langx_ros.core.scene_eval import format_table, summarise
 from langx_ros.core.synthetic import OracleTextEncoder, make_scene
 
@@ -109,11 +109,18 @@ def main() -> None:
                          "geometry for the other labels and registration settings, so they compare on one geometry; its training "
                          "uses no labels)")
     ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-<registration>)")
+    ap.add_argument("--unknown-pixels", nargs="+", default=["unlabelled"], choices=UNKNOWN_PIXELS,
+                    help="what the pixels the labels cannot tell (no depth in the lounge/kitchen) are: no segment and not "
+                         "scored (unlabelled, the default), or background (the protocol before 2026-12-03); several: side by "
+                         "side on one geometry")
     ap.add_argument("--out", default="real_scene")
     a = ap.parse_args()
     qcfg = QueryConfig()
     real = [n for n in a.scenes if n != "synthetic"]
-    loaded = {n: load_scene(scene_spec(n, a.data), a.width, a.height, a.data, a.max_train) for n in real}
+    loaded = {n: load_scene(scene_spec(n, a.data), a.width, a.height, a.data, a.max_train, a.unknown_pixels[0]) for n in real}
+    # the same scenes with the other handlings of unknown pixels (run on the first one's geometry)
+    others = {(n, u): load_scene(scene_spec(n, a.data), a.width, a.height, a.data, a.max_train, u)
+              for n in real for u in a.unknown_pixels[1:]}
     if a.write_text_table:
         from langx_ros.core.text_minilm import MiniLMTextEncoder
 
@@ -144,14 +151,16 @@ def main() -> None:
         return perturb_poses(scene.train, t, r)
 
     for name in a.scenes:
-        scene = loaded[name]
-        enc = OracleTextEncoder(scene.names) if name == "synthetic" else text
+        base = loaded[name]
+        enc = OracleTextEncoder(base.names) if name == "synthetic" else text
         qcfg_s = QueryConfig(threshold=0.8) if name == "synthetic" else qcfg  # the generated scene's usual setting
-        lqc_path = scene_lqc(scene, enc, lqc_cfg, qcfg_s.canonical_phrases, tmp / f"{name}.safetensors", a.device)
+        lqc_path = scene_lqc(base, enc, lqc_cfg, qcfg_s.canonical_phrases, tmp / f"{name}.safetensors", a.device)
         settings = [(n, None) for n in a.noise if n == "clean"]
         settings += [(f"noisy-s{seed}" if seed else "noisy", LabelNoise(seed=seed)) for n in a.noise if n == "noisy" for seed in a.noise_seeds]
+        variants = [(u, others.get((name, u), base)) for u in a.unknown_pixels] if name != "synthetic" else [("all known", base)]
         kept = None  # mode "register": later runs of the scene re-register the first one's geometry (--train-each: not)
-        for noise_name, noise in settings:
+        for (unknown, scene), (noise_name, noise) in [(v, s) for s in settings for v in variants]:
+            noise_name = noise_name if len(variants) == 1 else f"{noise_name} ({unknown})"
             for mode, reg_name in [(m, v) for m in a.modes for v in (a.registrations if m != "train" else a.registrations[:1])]:
                 queries = {n: SYNONYMS[n] for n in scene.names if n in SYNONYMS} if a.synonyms and name != "synthetic" else None
                 r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, overridden(RegistrationConfig(), reg_name),

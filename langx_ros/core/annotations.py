@@ -10,7 +10,8 @@ from 1, 0 = no label; ``ids(frame)``: the frame's (H, W) uint8 id map):
   back-projected through depth and pose into the object's 3D surface points; in every other
   frame the object's pixels are those whose depth agrees (:func:`depth_tolerance`, 3 cm up to
   3.2 m) with an object point projected onto or next to them. That is a depth test: parts hidden
-  behind something else are not labelled. Pixels without depth never get a label.
+  behind something else are not labelled. Pixels without depth never get a label: they are
+  unknown (``SceneLabels.known``), not background.
 * **Per-pixel id images** (``<data_dir>/frame-XXXXXX.ids.png`` + ``<data_dir>/labels.json``
   mapping ``"id": "name"``, ``"0"`` = background; :class:`IdPngLabels`), taken as stored.
 
@@ -321,6 +322,12 @@ class SceneLabels(ABC):
     def ids(self, frame: Frame) -> np.ndarray:
         """(H, W) integer id map of ``frame``: 0 = no label, else a key of ``names``."""
 
+    def known(self, frame: Frame) -> np.ndarray:
+        """(H, W) bool: the pixels whose id the labels can tell (an id of 0 there means no object
+        of ``names``); elsewhere the labels cannot say what the pixel shows. All of them unless a
+        source says otherwise."""
+        return np.ones((frame.height, frame.width), bool)
+
     def id_of(self, name: str) -> int:
         """The id of the object called ``name`` (exact match)."""
         for k, v in self.names.items():
@@ -564,6 +571,14 @@ class PolygonLabels(SceneLabels):
         else:
             out[:] = 0
         return out
+
+    def known(self, frame: Frame) -> np.ndarray:
+        """Pixels with depth: labels are made in 3D, so a pixel without a depth reading never gets
+        one, whatever it shows (the lounge's printer lies mostly in the 40 columns at the right
+        border that 3DMatch's depth does not cover; 13 % of a lounge frame has no depth)."""
+        if frame.depth is None:
+            return np.zeros((frame.height, frame.width), bool)
+        return np.isfinite(frame.depth) & (frame.depth > 0)
 
 
 def load_scene_labels(label_dir: str | Path, data_dir: str | Path | None = None,

@@ -79,12 +79,16 @@ def load_label_dir(folder: str | Path) -> list[LabelFrame]:
     return [load_label_frame(p) for p in sorted(Path(folder).glob("frame_*.json"))]
 
 
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of two boolean masks; 1.0 when both are empty, 0.0 when only one is.
+def mask_iou(pred: np.ndarray, gt: np.ndarray, known: np.ndarray | None = None) -> float:
+    """IoU of two boolean masks; 1.0 when both are empty, 0.0 when only one is. With ``known``
+    (bool, same shape), only those pixels count: the ground truth cannot tell the others
+    (a real scene's pixels without depth, core/real_scene.py).
 
     (The official code divides 0 by 0 there, a NaN; a labelled category always has a non-empty
     mask, so the case does not arise in its evaluation.)
     """
+    if known is not None:
+        pred, gt = np.logical_and(pred, known), np.logical_and(gt, known)
     union = np.logical_or(pred, gt).sum()
     if union == 0:
         return 1.0

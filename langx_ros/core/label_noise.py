@@ -72,7 +72,10 @@ def noisy_segments(ids: np.ndarray, num_labels: int, noise: LabelNoise, rng: np.
     if bg.any():
         n = max(1, noise.background_cells)
         cell = (np.arange(h)[:, None] * n // h) * n + np.arange(w)[None, :] * n // w
-        segs += [(BACKGROUND_ID, m) for c in range(n * n) if (m := bg & (cell == c)).any()]
+        # every cell is a segment, an empty one too (no pixels, as one painted over): the draws of
+        # the others do not depend on which cells the background reaches (with the pixels the
+        # labels cannot tell left out, a lounge frame's top-right cell is empty)
+        segs += [(BACKGROUND_ID, bg & (cell == c)) for c in range(n * n)]
     labels = np.array([s for s, _ in segs], np.int64)
     for i in rng.permutation(len(segs)) if segs else []:
         s, m = segs[i]

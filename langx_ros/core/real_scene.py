@@ -1,7 +1,8 @@
 """The real-scene protocol: labelled real RGB-D scenes -> field -> a query per object -> scores.
 
 Under the ORACLE-FEATURE PROTOCOL the semantic segments are the annotated objects (plus one
-"background" segment of everything unlabelled) and each carries the embedding of its name by a
+"background" segment of every known pixel no object label covers; pixels the labels cannot tell,
+such as those without depth in the drawn scenes, are no segment) and each carries the embedding of its name by a
 real text model (all-MiniLM-L6-v2), so free words resolve; optionally with noise that imitates
 SAM/CLIP (core/label_noise.py). This measures lifting, registration and 3D selection on real
 geometry (sensor noise, floaters, hidden Gaussians), not CLIP.
@@ -33,12 +34,17 @@ from langx_ros.core.frames import Frame, list_rgbd_folder, load_rgbd_frame, resi
 from langx_ros.core.label_noise import LabelNoise, NoisyOracleSemantics
 from langx_ros.core.lqc import LQCConfig
 from langx_ros.core.pose_refine import PoseRefineConfig
-from langx_ros.core.scene_eval import ObjectScore, mask_iou, score_points, summarise
+from langx_ros.core.evaluation import mask_iou
+from langx_ros.core.scene_eval import ObjectScore, score_points, summarise
 from langx_ros.core.synthetic import ORACLE_PROVENANCE, OracleSemantics
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_ROOT = default_data_root()
 BACKGROUND = "background"
+# what the training views' segments and the held-out ground truth make of the pixels the labels
+# cannot tell (SceneLabels.known): "unlabelled" = no segment, and not scored in 2D; "background" =
+# part of the background segment and scored as not the object (the protocol before 2026-12-03)
+UNKNOWN_PIXELS = ("unlabelled", "background")
 
 
 @dataclass(frozen=True)
@@ -74,16 +80,26 @@ def scene_spec(name: str, data_root: Path = DATA_ROOT) -> SceneSpec:
 @dataclass
 class LoadedScene:
     spec: SceneSpec
-    train: list[Frame]  # with instances: 0 = background, k = object k
-    held_out: list[Frame]  # instances as in train: the ground truth of the held-out views
+    train: list[Frame]  # with instances: 0 = background, k = object k, -1 = unknown (no segment)
+    held_out: list[Frame]  # instances as in train: the ground truth of the held-out views (-1: not scored)
     names: list[str]  # label names by instance id (0 = background)
     surfaces: dict[str, np.ndarray]  # object name -> observed surface points of the training frames
+    unknown: str = "unlabelled"  # what the pixels the labels cannot tell are (UNKNOWN_PIXELS)
 
 
 def load_scene(spec: SceneSpec, width: int = 640, height: int = 480, data_root: Path = DATA_ROOT,
-               max_train: int = 0) -> LoadedScene:
+               max_train: int = 0, unknown: str = "unlabelled") -> LoadedScene:
     """Frames (resized), label maps (computed at full size, then nearest-resized) and the
-    objects' observed surfaces (from the full-size training frames)."""
+    objects' observed surfaces (from the full-size training frames).
+
+    ``unknown`` (:data:`UNKNOWN_PIXELS`): the pixels the labels cannot tell are "unlabelled"
+    (instance -1: no segment in the training views, not scored in the held-out ones), or
+    "background" (instance 0). A pixel without depth in the lounge or the kitchen may show an
+    object (the lounge's printer lies mostly in the right border that the depth does not cover);
+    as background, those pixels told the registration and the segment check that the printer was
+    not there."""
+    if unknown not in UNKNOWN_PIXELS:
+        raise ValueError(f"unknown pixels must be one of {UNKNOWN_PIXELS}, not {unknown!r}")
     folder = data_root / spec.data
     if not folder.is_dir():
         raise FileNotFoundError(f"real scene data not present at {folder}")
@@ -98,10 +114,13 @@ def load_scene(spec: SceneSpec, width: int = 640, height: int = 480, data_root: 
     surfaces = {labels.names[k]: object_points([full[i] for i in train_ids], labels, k, id_maps=ids) for k in object_ids}
 
     def prep(i: str) -> Frame:
-        f = dataclasses.replace(full[i], instances=remap[ids[i]])
+        inst = remap[ids[i]]
+        if unknown == "unlabelled":
+            inst = np.where(labels.known(full[i]), inst, -1)
+        f = dataclasses.replace(full[i], instances=inst)
         return f if (f.width, f.height) == (width, height) else resize_frame(f, width, height)
 
-    return LoadedScene(spec, [prep(i) for i in train_ids], [prep(i) for i in spec.held_out], names, surfaces)
+    return LoadedScene(spec, [prep(i) for i in train_ids], [prep(i) for i in spec.held_out], names, surfaces, unknown)
 
 
 class EmbeddingTable:
@@ -160,7 +179,8 @@ def held_out_2d(scene: LoadedScene, field, scores: list[ObjectScore], matches: l
                 canon: torch.Tensor, qcfg: QueryConfig) -> None:
     """Fill every score's held-out 2D IoUs (in place): the LangSplat-protocol mask of its query
     (``iou_2d``, rendered as ``qcfg.relevancy_2d``) and its 3D answer rendered (``iou_3d``), at
-    each held-out view where the object covers at least 50 labelled pixels."""
+    each held-out view where the object covers at least 50 labelled pixels. Pixels the labels
+    cannot tell (instance < 0, see :func:`load_scene`) are left out of both masks."""
     from langx_ros.core.engine import Camera
     from langx_ros.core.query import instance_mask, query_2d
 
@@ -171,9 +191,10 @@ def held_out_2d(scene: LoadedScene, field, scores: list[ObjectScore], matches: l
             gt = f.instances == k
             if gt.sum() < 50:  # not visible in this view
                 continue
-            s.iou_2d[f.frame_id] = mask_iou(mp.mask, gt)
+            known = f.instances >= 0
+            s.iou_2d[f.frame_id] = mask_iou(mp.mask, gt, known)
             rendered = instance_mask(field, m, cam.viewmat, cam.K, cam.width, cam.height, qcfg.min_opacity) if m.found else np.zeros_like(gt)
-            s.iou_3d[f.frame_id] = mask_iou(rendered, gt)
+            s.iou_3d[f.frame_id] = mask_iou(rendered, gt, known)
 
 
 def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfig, lqc_cfg: LQCConfig, qcfg: QueryConfig,
@@ -215,6 +236,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     held_out_2d(scene, field, scores, matches, qtexts, text, canon, qcfg)
     return {
         "scene": scene.spec.name, "mode": mode, "geometry": "kept from an earlier run" if geometry is not None else "trained", "noise": noise.describe() if noise else "clean oracle labels",
+        "unknown_pixels": scene.unknown,
         "train": [f.frame_id for f in scene.train], "held_out": [f.frame_id for f in scene.held_out],
         "size": [scene.train[0].width, scene.train[0].height], "iterations": field_cfg.iterations,
         "gaussians": field.num_gaussians, "observed": int(field.observed().any(1).sum()),

@@ -92,12 +92,6 @@ def score_points(name: str, found: bool, score: float, points: np.ndarray, surfa
                        nearest_other, instances, float(covered.mean()), surface_centroid_error=err_surface)
 
 
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of two boolean masks (1.0 when both are empty)."""
-    union = np.logical_or(pred, gt).sum()
-    return float(np.logical_and(pred, gt).sum() / union) if union else 1.0
-
-
 def summarise(scores: list[ObjectScore]) -> dict:
     """Means over objects and the counts the targets are stated in."""
     found = [s for s in scores if s.found]

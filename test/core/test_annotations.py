@@ -97,6 +97,9 @@ def test_loose_polygon_keeps_the_object_and_drops_the_background_behind_it():
     ids = labels.ids(f)
     assert ids.dtype == np.uint8 and labels.names == {1: "box"}
     assert np.array_equal(ids == 1, expected)  # the wall ring inside the polygon is gone, the hole stays
+    # the hole has no label because the labels cannot tell what it shows: unknown, not background
+    known = labels.known(f)
+    assert known.shape == (48, 64) and not known[20, 30] and known.sum() == 48 * 64 - 1
     # "keep": "all" takes every polygon pixel with depth; depth_range cuts by metres instead
     keep_all = PolygonLabels(_spec([{"name": "box", "frames": {"f0": {"polygons": [_poly(14, 6, 49, 37)], "keep": "all"}}}]),
                              frames={"f0": f})
@@ -229,6 +232,7 @@ def test_id_png_folder_is_read_behind_the_same_interface(tmp_path):
     assert isinstance(labels, IdPngLabels) and labels.names == {1: "tissue box", 2: "stems"}
     f = load_rgbd_frame(tmp_path, "frame-000000")
     assert np.array_equal(labels.ids(f), ids) and labels.id_of("stems") == 2
+    assert labels.known(f).all()  # stored per pixel: every id is known, 0 is background
     with pytest.raises(FileNotFoundError):
         load_scene_labels(tmp_path / "missing")
 

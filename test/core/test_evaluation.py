@@ -65,6 +65,14 @@ def test_iou_edge_cases():
     e = np.zeros((3, 3), bool)
     full = np.ones((3, 3), bool)
     assert mask_iou(e, e) == 1.0 and mask_iou(e, full) == 0.0 and mask_iou(full, full) == 1.0
+    # pixels the ground truth cannot tell count in neither mask
+    pred, gt, known = full.copy(), e.copy(), np.ones((3, 3), bool)
+    gt[0] = True
+    known[1:] = False
+    assert mask_iou(pred, gt) == pytest.approx(3 / 9) and mask_iou(pred, gt, known) == 1.0
+    known[0, 0] = False
+    pred[0, 1] = False
+    assert mask_iou(pred, gt, known) == pytest.approx(1 / 2)
 
 
 def test_localisation_box_edges_count():

@@ -69,8 +69,9 @@ def test_segments_of_one_label_stay_apart_and_carry_their_own_features():
     ids = _ids()
     noise = LabelNoise(shift_px=0, morph_px=0, relabel=1.0, background_cells=4)
     seg, labels = noisy_segments(ids, 3, noise, np.random.default_rng(3))
-    cells = 15  # of the 4 x 4 background pieces, one lies wholly under the unlabelled rows and the objects
-    assert len(labels) == 2 + cells and seg.max() == len(labels) - 1
+    cells = 16  # the 4 x 4 background pieces, one with no pixels (wholly under the unlabelled rows and the objects)
+    assert len(labels) == 2 + cells
+    assert sum(not (seg == i).any() for i in range(len(labels))) == 1
     assert np.array_equal(np.where(seg >= 0, labels[seg.clip(min=0)], -1), noisy_id_map(ids, 3, noise, np.random.default_rng(3)))
     misread = [i for i in range(2, len(labels)) if labels[i] == 1]  # background pieces read as object 1
     assert misread and all(not (seg[ids == 1] == i).any() for i in misread)  # none shares the object's segment
@@ -79,3 +80,21 @@ def test_segments_of_one_label_stay_apart_and_carry_their_own_features():
     (s, feats), = NoisyOracleSemantics(f, LabelNoise(), "oracle").segment_features(frame)
     assert feats.shape == (2 + cells, 8) and s.max() < 2 + cells
     assert len({tuple(np.round(r, 6)) for r in feats}) == 2 + cells  # every segment jittered on its own
+
+
+def test_the_draws_do_not_depend_on_which_background_cells_have_pixels():
+    """Pixels the labels cannot tell (-1) that empty a background cell leave every segment's draw
+    as it was: the same labels, and the same map wherever the pixels are known."""
+    from langx_ros.core.label_noise import noisy_segments
+
+    ids = _ids()
+    unknown = ids.copy()
+    unknown[45:, :20] = -1  # the bottom-left cell of the 4 x 4 grid (15 x 20 px), wholly unknown
+    noise = LabelNoise(relabel=0.5)
+    seg_a, lab_a = noisy_segments(ids, 3, noise, np.random.default_rng(5))
+    seg_b, lab_b = noisy_segments(unknown, 3, noise, np.random.default_rng(5))
+    assert np.array_equal(lab_a, lab_b)
+    far = np.ones_like(ids, bool)
+    far[40:, :26] = False  # away from the unknown cell (masks move by a few pixels)
+    assert np.array_equal(seg_a[far], seg_b[far])
+    assert (seg_b[45:, :20] < 0).mean() > 0.7 and (seg_a[45:, :20] >= 0).mean() > 0.5

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +28,27 @@ def lounge():
     if not LOUNGE.is_dir():
         pytest.skip(f"real RGB-D data not present at {LOUNGE} (only developers of langx_ros have it)")
     return load_scene(scene_spec("lounge"), 128, 96)
+
+
+def test_pixels_the_labels_cannot_tell_are_no_segment_not_background(lounge):
+    """The lounge's labels are made in 3D, so pixels without depth have none (13 % of a frame, most
+    of the 40 columns at the right border): they are unknown (-1, no segment, not scored), and only
+    the old protocol ("background") paints them background. Object pixels are the same either way."""
+    from langx_ros.core.synthetic import OracleSemantics
+
+    old = load_scene(scene_spec("lounge"), 128, 96, unknown="background")
+    assert old.unknown == "background" and lounge.unknown == "unlabelled"
+    for new_f, old_f in zip(lounge.train + lounge.held_out, old.train + old.held_out):
+        unknown = new_f.instances < 0
+        assert 0.05 < unknown.mean() < 0.3 and (old_f.instances >= 0).all()
+        assert np.array_equal(new_f.instances[~unknown], old_f.instances[~unknown])
+        assert (old_f.instances[unknown] == 0).all()  # the old protocol's background
+        assert unknown[:, -8:].mean() > 0.8  # the border the depth does not cover (columns 600-639 at full size)
+        # the oracle semantics give those pixels no segment
+        seg, _ = OracleSemantics({}, np.eye(len(lounge.names), dtype=np.float32)).segment_features(new_f)[0]
+        assert (seg[unknown] < 0).all() and (seg[~unknown] >= 0).all()
+    with pytest.raises(ValueError):
+        load_scene(scene_spec("lounge"), 128, 96, unknown="zero")
 
 
 def test_every_annotated_lounge_object_is_answered_on_itself(lounge):
