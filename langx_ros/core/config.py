@@ -159,7 +159,12 @@ class QueryConfig:
         True, "Surface points are labelled by the views that see them (the registration's cross-view vote, per "
         "measured point); an answer drops its Gaussians' points whose own label does not pass the query's cut, so a "
         "Gaussian fitted to one view's mislabelled pixels does not bring in points the other views see as something "
-        "else. Points no view labels are kept. false = every point of the answer's Gaussians.",
+        "else. Points no view labels are kept (see unlabelled_points). false = every point of the answer's Gaussians.",
+    )
+    unlabelled_points: bool = param(
+        True, "With sample_vote: keep the answer's points that no view labels (seen only where a view has no "
+        "segment, e.g. only where the sensor has no depth and the field's rendered depth stands in); false = drop them "
+        "too, unless the answer has no labelled point that passes.",
     )
     relevancy_2d: str = param(
         "gaussians",

@@ -193,7 +193,7 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
         if vote:
             # the selection's logit cut, as the device compared it (float32)
             cutoff = max(np.float32(res.cut_logit), np.float32(threshold_logit(threshold)))
-            filt = SampleFilter.of(field.surface, res.level, logits_host[q_i].numpy(), cutoff)
+            filt = SampleFilter.of(field.surface, res.level, logits_host[q_i].numpy(), cutoff, cfg.unlabelled_points)
         for rank, ev in enumerate(res.evidence.tolist()):
             rows = res.rows[bounds[rank]: bounds[rank + 1]]
             pts = instance_points(field, rows, res.gid[bounds[rank]: bounds[rank + 1]], cfg, filt)
@@ -225,14 +225,16 @@ class SampleFilter:
     by codebook entry + 1 (entry -1: no view labels the sample)."""
 
     code: np.ndarray  # (M,) int32 each sample's own entry at the answer's level, + 1 (SurfaceSamples.level_code)
-    keep: np.ndarray  # (K + 1,) bool: the entry's logit passes the cut (no label: kept)
+    keep: np.ndarray  # (K + 1,) bool: the entry's logit passes the cut (no label: as asked)
     relevancy: np.ndarray  # (K + 1,) float32 the entry's relevancy (no label: NaN, the owner's is used)
 
     @classmethod
-    def of(cls, surface: "SurfaceSamples", level: int, logit: np.ndarray, cutoff: float) -> "SampleFilter":
-        """For the query's (K,) ``logit`` table and the selection's logit ``cutoff`` at ``level``."""
+    def of(cls, surface: "SurfaceSamples", level: int, logit: np.ndarray, cutoff: float,
+           unlabelled: bool = True) -> "SampleFilter":
+        """For the query's (K,) ``logit`` table and the selection's logit ``cutoff`` at ``level``;
+        ``unlabelled``: whether samples no view labels are kept (``query.unlabelled_points``)."""
         lg = np.asarray(logit, np.float32)
-        keep = np.concatenate([[True], lg >= np.float32(cutoff)])
+        keep = np.concatenate([[unlabelled], lg >= np.float32(cutoff)])
         rel = np.concatenate([[np.nan], 1.0 / (1.0 + np.exp(-lg))]).astype(np.float32)
         return cls(surface.level_code(level), keep, rel)
 
@@ -243,9 +245,9 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
     (G, 10), ascending ``gid``): with ``cfg.points == "surface"`` and surface samples on the field,
     the samples its Gaussians own (the key frames' colours; each carries its Gaussian's normal and
     relevancy), else the centres. With a :class:`SampleFilter` (``cfg.sample_vote``, samples
-    labelled by the views): only the samples whose own label passes the selection's cut or that no
-    view labels; they carry their own label's relevancy. Where none passes, all of them (and the
-    source says so). At most ``cfg.max_points``: a fixed uniform subsample
+    labelled by the views): only the samples whose own label passes the selection's cut, and those
+    no view labels unless the filter drops them (``query.unlabelled_points``); they carry their own
+    label's relevancy. Where none passes, all of them (and the source says so). At most ``cfg.max_points``: a fixed uniform subsample
     (:func:`~langx_ros.core.instances.subsample_key` of the sample or Gaussian ids), kept in order."""
     from langx_ros.core.instances import subsample_key
 
@@ -270,7 +272,8 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
         # np.take: row gathers several times faster than fancy indexing (0.1 vs 0.4 ms for 20k points)
         own_rows = np.take(rows, pos, axis=0)  # (S, 10) each sample's Gaussian's row
         return InstancePoints(np.take(surf.points, idx, axis=0), np.take(surf.colors, idx, axis=0), own_rows[:, 6:9],
-                              own_rows[:, 9] if rel is None else rel, gid, _samples_source(owned, kept))
+                              own_rows[:, 9] if rel is None else rel, gid,
+                              _samples_source(owned, kept, filt is not None and not filt.keep[0]))
     keep = _subsample(subsample_key(gid), cfg.max_points) if len(gid) > cfg.max_points else slice(None)
     source = ("Gaussian centres" if surf is None and cfg.points == "centres" else
               "Gaussian centres (the field has no surface samples)" if surf is None else
@@ -279,13 +282,14 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
                           rows[keep, 9].astype(np.float32), gid, source)
 
 
-def _samples_source(owned: int, kept: int) -> str:
+def _samples_source(owned: int, kept: int, unlabelled_dropped: bool = False) -> str:
     """What an answer's surface samples are, for its message."""
     if kept == owned:
         return "surface samples"
     if kept == 0:
         return "surface samples (the views label none of them as the query: all returned)"
-    return f"surface samples ({owned - kept} more that the views label otherwise left out)"
+    how = "otherwise or not at all" if unlabelled_dropped else "otherwise"
+    return f"surface samples ({owned - kept} more that the views label {how} left out)"
 
 
 def _subsample(key: np.ndarray, max_points: int) -> np.ndarray:

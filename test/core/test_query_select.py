@@ -315,7 +315,7 @@ def test_answers_return_the_surface_samples_their_gaussians_own(monkeypatch):
 
 def test_answer_points_the_views_label_as_something_else_are_left_out(monkeypatch):
     """query.sample_vote: a surface sample whose own label (the views' vote) fails the query's cut
-    is not returned, one no view labels is; with none passing, all are returned and the message
+    is not returned, one no view labels is (unless query.unlabelled_points is false); with none passing, all are returned and the message
     says so; sample_vote false returns every sample of the answer's Gaussians."""
     import torch
 
@@ -337,6 +337,9 @@ def test_answer_points_the_views_label_as_something_else_are_left_out(monkeypatc
     keep = [i for i in range(15) if i not in (1, 4, 7)]
     assert m.found and np.array_equal(m.points, pts[keep]) and "3 more that the views label otherwise left out" in m.message
     assert np.allclose(m.relevancy, [0.8 if i == 3 else 0.9 for i in keep])  # the sample's own label's relevancy
+    (lab,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, unlabelled_points=False))
+    assert np.array_equal(lab.points, pts[[i for i in keep if i != 2]])  # sample 2: no view labels it
+    assert "4 more that the views label otherwise or not at all left out" in lab.message
     (every,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, sample_vote=False))
     assert np.array_equal(every.points, pts) and np.array_equal(every.gaussian_ids, m.gaussian_ids)
     f.surface = dataclasses.replace(f.surface, code=np.full_like(code, 20))
