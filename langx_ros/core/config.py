@@ -162,9 +162,13 @@ class QueryConfig:
         "else. Points no view labels are kept (see unlabelled_points). false = every point of the answer's Gaussians.",
     )
     unlabelled_points: bool = param(
-        True, "With sample_vote: keep the answer's points that no view labels (seen only where a view has no "
-        "segment, e.g. only where the sensor has no depth and the field's rendered depth stands in); false = drop them "
-        "too, unless the answer has no labelled point that passes.",
+        False, "With sample_vote: keep the answer's points that no view labels (seen only where a view has no "
+        "segment, e.g. only where the sensor has no depth and the field's rendered depth stands in). false = drop "
+        "them too, unless the answer has no labelled point that passes. H200, one field per scene, clean and 3 noisy "
+        "label draws: the lounge's potted plant precision 0.94 -> 1.00 and centroid error 9.0 -> 2.3 cm (clean), the "
+        "lounge's worst precision 0.90-0.94 -> 0.95-0.99 and worst centroid error 8.2-9.5 -> 5.4-8.6 cm, the kitchen's "
+        "worst precision 0.84-0.98 -> 0.99-1.00; recall fell by at most 0.11 (a noisy lounge side table 0.85 -> "
+        "0.74); the shelf and the generated scene, whose views label every pixel, unchanged.",
     )
     relevancy_2d: str = param(
         "gaussians",

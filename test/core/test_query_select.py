@@ -315,7 +315,7 @@ def test_answers_return_the_surface_samples_their_gaussians_own(monkeypatch):
 
 def test_answer_points_the_views_label_as_something_else_are_left_out(monkeypatch):
     """query.sample_vote: a surface sample whose own label (the views' vote) fails the query's cut
-    is not returned, one no view labels is (unless query.unlabelled_points is false); with none passing, all are returned and the message
+    is not returned, one no view labels is with query.unlabelled_points (dropped by default); with none passing, all are returned and the message
     says so; sample_vote false returns every sample of the answer's Gaussians."""
     import torch
 
@@ -332,7 +332,7 @@ def test_answer_points_the_views_label_as_something_else_are_left_out(monkeypatc
     code[2] = -1
     code[3] = 7  # labelled as another Gaussian's entry that passes (0.8 >= the cut)
     f.surface = SurfaceSamples(pts, np.full((15, 3), 7, np.uint8), owner.astype(np.int64), f.num_gaussians, code=code)
-    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0)
+    cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0, unlabelled_points=True)
     (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
     keep = [i for i in range(15) if i not in (1, 4, 7)]
     assert m.found and np.array_equal(m.points, pts[keep]) and "3 more that the views label otherwise left out" in m.message
