@@ -32,7 +32,7 @@ from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.label_noise import LabelNoise
 from langx_ros.core.lqc import LQCConfig
 from langx_ros.core.pose_refine import PoseRefineConfig, perturb_poses
-from langx_ros.core.real_scene import DATA_ROOT, UNKNOWN_PIXELS, EmbeddingTable, LoadedScene, answer_3d, encode_queries, held_out_2d, load_scene, run_scene, scene_lqc, scene_spec
+from langx_ros.core.real_scene import DATA_ROOT, SURFACE_AGREEMENT, UNKNOWN_PIXELS, EmbeddingTable, LoadedScene, answer_3d, encode_queries, held_out_2d, load_scene, run_scene, scene_lqc, scene_spec
 from langx_ros.core.scene_eval import format_table, summarise
 from langx_ros.core.synthetic import OracleTextEncoder, make_scene
 
@@ -113,13 +113,17 @@ def main() -> None:
                     help="what the pixels the labels cannot tell (no depth in the lounge/kitchen) are: no segment and not "
                          "scored (unlabelled, the default), or background (the protocol before 2026-12-03); several: side by "
                          "side on one geometry")
+    ap.add_argument("--surface-agreement", type=float, default=SURFACE_AGREEMENT,
+                    help="an object's 3D ground truth: its labelled depth pixels that the other training views seeing them "
+                         "label it at least this often (0 = every labelled pixel; the runs print both)")
     ap.add_argument("--out", default="real_scene")
     a = ap.parse_args()
     qcfg = QueryConfig()
     real = [n for n in a.scenes if n != "synthetic"]
-    loaded = {n: load_scene(scene_spec(n, a.data), a.width, a.height, a.data, a.max_train, a.unknown_pixels[0]) for n in real}
+    loaded = {n: load_scene(scene_spec(n, a.data), a.width, a.height, a.data, a.max_train, a.unknown_pixels[0],
+                              a.surface_agreement) for n in real}
     # the same scenes with the other handlings of unknown pixels (run on the first one's geometry)
-    others = {(n, u): load_scene(scene_spec(n, a.data), a.width, a.height, a.data, a.max_train, u)
+    others = {(n, u): load_scene(scene_spec(n, a.data), a.width, a.height, a.data, a.max_train, u, a.surface_agreement)
               for n in real for u in a.unknown_pixels[1:]}
     if a.write_text_table:
         from langx_ros.core.text_minilm import MiniLMTextEncoder
@@ -196,6 +200,10 @@ def main() -> None:
                       f"{s['mean_surface_centroid_error'] * 100:.1f} cm max {s['max_surface_centroid_error'] * 100:.1f} cm), held-out 2D mIoU "
                       f"{s['miou_2d']:.2f} (3D answer rendered {s['miou_3d_rendered']:.2f}); {r['gaussians']} Gaussians, "
                       f"{r['observed']} observed; stages " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings"].items()))
+                if r["surface_agreement"] > 0:
+                    s = r["summary_every_labelled_pixel"]
+                    print(f"  against every labelled pixel (no cross-view check of the labels): precision min {s['min_precision']:.2f}, "
+                          f"recall min {s['min_recall']:.2f}, centroid error max {s['max_centroid_error'] * 100:.1f} cm")
                 for k, v in r["selection_variants"].items():
                     s = v["summary"]
                     print(f"  same field, {k}: wrong-object {s['wrong_object']}, precision mean {s['mean_precision']:.2f} min "

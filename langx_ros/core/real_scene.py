@@ -45,6 +45,10 @@ BACKGROUND = "background"
 # cannot tell (SceneLabels.known): "unlabelled" = no segment, and not scored in 2D; "background" =
 # part of the background segment and scored as not the object (the protocol before 2026-12-03)
 UNKNOWN_PIXELS = ("unlabelled", "background")
+# an object's observed surface (the 3D ground truth): its labelled depth pixels that the other
+# training views seeing them label the object at least this often (annotations.object_points); the
+# shelf's tissue-box labels spill past the box's right edge onto the surfaces 30 cm behind it
+SURFACE_AGREEMENT = 0.5
 
 
 @dataclass(frozen=True)
@@ -85,12 +89,18 @@ class LoadedScene:
     names: list[str]  # label names by instance id (0 = background)
     surfaces: dict[str, np.ndarray]  # object name -> observed surface points of the training frames
     unknown: str = "unlabelled"  # what the pixels the labels cannot tell are (UNKNOWN_PIXELS)
+    # object name -> every labelled depth pixel's point, no cross-view check (None: as surfaces)
+    surfaces_labelled: dict[str, np.ndarray] | None = None
+    surface_agreement: float = 0.0  # the cross-view agreement the surfaces were kept at
 
 
 def load_scene(spec: SceneSpec, width: int = 640, height: int = 480, data_root: Path = DATA_ROOT,
-               max_train: int = 0, unknown: str = "unlabelled") -> LoadedScene:
+               max_train: int = 0, unknown: str = "unlabelled", surface_agreement: float = SURFACE_AGREEMENT) -> LoadedScene:
     """Frames (resized), label maps (computed at full size, then nearest-resized) and the
-    objects' observed surfaces (from the full-size training frames).
+    objects' observed surfaces (from the full-size training frames; a labelled pixel counts where
+    the other training views that see its point label it the object at least
+    ``surface_agreement`` of the time, :func:`~langx_ros.core.annotations.object_points`; 0 =
+    every labelled pixel, which ``surfaces_labelled`` always holds).
 
     ``unknown`` (:data:`UNKNOWN_PIXELS`): the pixels the labels cannot tell are "unlabelled"
     (instance -1: no segment in the training views, not scored in the held-out ones), or
@@ -111,7 +121,10 @@ def load_scene(spec: SceneSpec, width: int = 640, height: int = 480, data_root: 
     names = [BACKGROUND] + [labels.names[k] for k in object_ids]
     remap = np.zeros(max(object_ids) + 1, np.int64)
     remap[object_ids] = np.arange(1, len(object_ids) + 1)
-    surfaces = {labels.names[k]: object_points([full[i] for i in train_ids], labels, k, id_maps=ids) for k in object_ids}
+    train_full = [full[i] for i in train_ids]
+    labelled = {labels.names[k]: object_points(train_full, labels, k, id_maps=ids) for k in object_ids}
+    surfaces = labelled if surface_agreement <= 0 else {
+        labels.names[k]: object_points(train_full, labels, k, id_maps=ids, min_agreement=surface_agreement) for k in object_ids}
 
     def prep(i: str) -> Frame:
         inst = remap[ids[i]]
@@ -120,7 +133,8 @@ def load_scene(spec: SceneSpec, width: int = 640, height: int = 480, data_root: 
         f = dataclasses.replace(full[i], instances=inst)
         return f if (f.width, f.height) == (width, height) else resize_frame(f, width, height)
 
-    return LoadedScene(spec, [prep(i) for i in train_ids], [prep(i) for i in spec.held_out], names, surfaces, unknown)
+    return LoadedScene(spec, [prep(i) for i in train_ids], [prep(i) for i in spec.held_out], names, surfaces, unknown,
+                       labelled, surface_agreement)
 
 
 class EmbeddingTable:
@@ -170,9 +184,15 @@ def answer_3d(scene: LoadedScene, field, qtexts: list[str], text: torch.Tensor, 
     from langx_ros.core.query import select_3d
 
     matches = select_3d(field, qtexts, text, canon, qcfg.threshold, qcfg)
-    scores = [score_points(n, m.found, m.score, m.points, scene.surfaces, instances=m.num_instances)
-              for n, m in zip(scene.names[1:], matches)]
-    return scores, matches
+    return score_matches(scene, matches), matches
+
+
+def score_matches(scene: LoadedScene, matches: list, surfaces: dict[str, np.ndarray] | None = None) -> list[ObjectScore]:
+    """Score one answer per labelled object of ``scene`` against ``surfaces`` (default the scene's
+    observed surfaces)."""
+    surfaces = scene.surfaces if surfaces is None else surfaces
+    return [score_points(n, m.found, m.score, m.points, surfaces, instances=m.num_instances)
+            for n, m in zip(scene.names[1:], matches)]
 
 
 def held_out_2d(scene: LoadedScene, field, scores: list[ObjectScore], matches: list, qtexts: list[str], text: torch.Tensor,
@@ -243,5 +263,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
         "field_history_last": res.stats["field"]["history"][-1] if res.stats["field"]["history"] else {},
         "wall_s": wall, "timings": res.timings, "answer_ms_all_queries": answer_ms,
         "provenance": field.provenance, "summary": summarise(scores), "objects": [s.as_dict() for s in scores],
+        "surface_agreement": scene.surface_agreement,
+        "summary_every_labelled_pixel": summarise(score_matches(scene, matches, scene.surfaces_labelled or scene.surfaces)),
         "queries": dict(zip(objects, qtexts)), "_scores": scores, "_field": field,
     }

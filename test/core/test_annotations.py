@@ -14,8 +14,10 @@ from langx_ros.core.annotations import (
     SceneLabels,
     check_consistency,
     depth_agreement,
+    depth_tolerance,
     load_scene_labels,
     object_points,
+    project,
     registered_pairs,
     summarise_consistency,
 )
@@ -173,6 +175,37 @@ def test_propagation_labels_the_object_in_another_view_but_not_where_it_is_hidde
     outside = np.maximum(np.abs(pts - c) - h, 0).max(axis=1)
     assert len(pts) > 100 and outside.max() < 0.01
     assert len(pts) < (labels.ids(v0) == 1).sum() + got.sum()
+
+
+def test_object_points_leave_out_a_label_that_spills_onto_what_other_views_see_as_background(two_views):
+    """object_points(min_agreement): view 0's label of the box spills 4 px past its outline onto
+    the floor; view 1 sees much of that floor and labels it background. With the cross-view check
+    the spilled floor points view 1 sees are gone (those it cannot see stay) and the box's own
+    points stay; without it they are all the object's 'surface'."""
+    from scipy import ndimage
+
+    (v0, ins0), (v1, ins1) = two_views
+    spilled = np.where(ndimage.binary_dilation(ins0 == 1, iterations=4), 1, 0).astype(np.uint8)
+    labels = DictLabels({1: "target"}, {"v0": spilled, "v1": np.where(ins1 == 1, 1, 0).astype(np.uint8)})
+    c, h = np.array(TARGET.center), np.array(TARGET.size)
+
+    def outside(pts):
+        return np.maximum(np.abs(pts - c) - h, 0).max(axis=1)
+
+    every = object_points([v0, v1], labels, 1, voxel=0.01)
+    agreed = object_points([v0, v1], labels, 1, voxel=0.01, min_agreement=0.5)
+    def seen_by_v1(pts):
+        rows, cols, z, inside = project(pts, v1)
+        d = np.where(inside, v1.depth[rows, cols], np.nan)
+        with np.errstate(invalid="ignore"):
+            return inside & (np.abs(z - d) < depth_tolerance(z))
+
+    spill = outside(every) > 0.02
+    assert (spill & seen_by_v1(every)).sum() > 30  # floor the label spilled onto, which view 1 sees
+    assert not ((outside(agreed) > 0.02) & seen_by_v1(agreed)).any()  # gone
+    assert (spill & ~seen_by_v1(every)).sum() > 0  # ... while what no other view sees is kept
+    assert (outside(agreed) < 0.005).sum() >= 0.95 * (outside(every) < 0.005).sum()  # the box stays
+    assert np.array_equal(object_points([v0, v1], labels, 1, voxel=0.01, min_agreement=0.0), every)
 
 
 # --------------------------------------------------------------------------------------------
