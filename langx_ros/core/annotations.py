@@ -613,21 +613,25 @@ def load_scene_labels(label_dir: str | Path, data_dir: str | Path | None = None,
 
 def object_points(frames: list[Frame], labels: SceneLabels, object_id: int, voxel: float = 0.01,
                   id_maps: dict[str, np.ndarray] | None = None, min_agreement: float = 0.0,
-                  tolerance: float = DEFAULT_TOLERANCE, tolerance_z2: float = DEFAULT_TOLERANCE_Z2) -> np.ndarray:
+                  agreement_px: int = 2, tolerance: float = DEFAULT_TOLERANCE,
+                  tolerance_z2: float = DEFAULT_TOLERANCE_Z2) -> np.ndarray:
     """(M, 3) world points of an object's observed surface: its labelled depth pixels in all
     ``frames``, voxel-downsampled (``voxel`` metres; one mean point per voxel).
 
     ``min_agreement`` > 0: a labelled pixel counts only where the other frames that see its point
     (it projects onto their depth within :func:`depth_tolerance`) label it the object at least
-    this often; a point no other frame sees counts. A label that spills past an object's outline
-    onto the surface behind it (the shelf's tissue box: its right edge, 30 cm behind) is then not
-    taken for the object's surface. ``id_maps`` (frame id -> id map) reuses id maps already
-    computed.
+    this often (agreeing: the object's label within ``agreement_px`` pixels, so an outline a pixel
+    or two off between views, or poses a few mm apart, is no disagreement); a point no other frame
+    sees counts. A label that spills past an object's outline onto the surface behind it (the
+    shelf's tissue box: its right edge, 30 cm behind, which the next view sees tens of pixels away
+    from the box) is then not taken for the object's surface. ``id_maps`` (frame id -> id map)
+    reuses id maps already computed.
     """
     usable = [f for f in frames if f.depth is not None and f.pose is not None]
     maps = {f.frame_id: id_maps[f.frame_id] if id_maps is not None and f.frame_id in id_maps else labels.ids(f)
             for f in usable}
     parts = []
+    near: dict[str, np.ndarray] = {}  # frame id -> the object's label dilated by agreement_px
     for fa in usable:
         pts = pixel_points(fa, maps[fa.frame_id] == object_id)
         if min_agreement > 0 and len(pts):
@@ -641,11 +645,22 @@ def object_points(frames: list[Frame], labels: SceneLabels, object_id: int, voxe
                 d[inside] = fb.depth[rows[inside], cols[inside]]
                 with np.errstate(invalid="ignore"):
                     vis = inside & (np.abs(z - d) < depth_tolerance(z, tolerance, tolerance_z2))  # NaN depth: False
+                if fb.frame_id not in near:
+                    near[fb.frame_id] = _dilate(maps[fb.frame_id] == object_id, agreement_px)
                 seen += vis
-                agree += vis & (maps[fb.frame_id][rows, cols] == object_id)
+                agree += vis & near[fb.frame_id][rows, cols]
             pts = pts[(seen == 0) | (agree >= min_agreement * seen)]
         parts.append(pts)
     return voxel_downsample(np.concatenate(parts) if parts else np.zeros((0, 3)), voxel)
+
+
+def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    """``mask`` grown by ``px`` pixels (a square neighbourhood); ``px`` 0: as it is."""
+    if px <= 0:
+        return mask
+    from scipy import ndimage
+
+    return ndimage.maximum_filter(mask, size=2 * px + 1)
 
 
 def depth_agreement(a: Frame, b: Frame, tolerance: float = DEFAULT_TOLERANCE,
