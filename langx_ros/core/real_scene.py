@@ -264,6 +264,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
         "wall_s": wall, "timings": res.timings, "answer_ms_all_queries": answer_ms,
         "provenance": field.provenance, "summary": summarise(scores), "objects": [s.as_dict() for s in scores],
         "surface_agreement": scene.surface_agreement,
+        "surface_voxels": {n: [len(scene.surfaces[n]), len((scene.surfaces_labelled or scene.surfaces)[n])] for n in objects},
         "summary_every_labelled_pixel": summarise(score_matches(scene, matches, scene.surfaces_labelled or scene.surfaces)),
         "queries": dict(zip(objects, qtexts)), "_scores": scores, "_field": field,
     }

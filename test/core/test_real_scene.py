@@ -70,6 +70,9 @@ def test_every_annotated_lounge_object_is_answered_on_itself(lounge):
     assert all(s.centroid_error <= 0.5 for s in scores if s.recall >= 0.3), table
     assert all(s.precision >= 0.7 for s in scores), table
     assert r["observed"] < r["gaussians"]  # something was left unobserved (hidden or off-surface)
+    # scored against the agreed surface, and also against every labelled pixel (a superset)
+    assert r["surface_agreement"] == 0.5 and r["summary_every_labelled_pixel"]["found"] == r["summary"]["found"]
+    assert all(0 < kept <= every for kept, every in r["surface_voxels"].values())
     # the same answers as Gaussian centres (query.points: centres) cover less of each object: a coarse
     # field draws a surface with few, large Gaussians, whose centres leave most of it more than 5 cm away
     field = r["_field"]
