@@ -394,12 +394,15 @@ def reconstruct(
         t = time.perf_counter()
         check_cancel()
         report("surface", 0.0, f"sampling the depth of {len(frames)} key frames onto the observed Gaussians")
-        sviews = [SurfaceView(v.viewmat, v.K, d, f.rgb) for v, d, f in zip(views, reg.view_depth, frames)]
+        sviews = [SurfaceView(v.viewmat, v.K, d, f.rgb, torch.isfinite(v.depth) if v.depth is not None else None)
+                  for v, d, f in zip(views, reg.view_depth, frames)]
         surface = surface_samples(activated(params), observed.any(1), sviews, surface_cfg)
         surface.code = _sample_codes(surface, reg.views or reg_views, reg, len(levels), reg_cfg, lqc, device)
         timings["surface"] = time.perf_counter() - t
         report("surface", 1.0, f"{len(surface)} surface samples on {int((surface.owned_counts() > 0).sum())} Gaussians")
 
+    rendered_note = (f", kept only beyond {surface_cfg.rendered_gap * 100:g} cm of a sensor point"
+                     if surface_cfg.rendered_gap > 0 else "")
     provenance = {
         "semantics": semantics.provenance,
         "text": text_encoder.provenance,
@@ -412,7 +415,7 @@ def reconstruct(
                            "register+train": "registration, then LangScene-X semantic training"}[reg_cfg.mode]
                           + f"; {n_obs}/{observed.shape[0]} Gaussians observed{checked}",
         "answer points": (f"surface samples: the depth of the {len(frames)} key frames (the sensor's, the field's rendered "
-                          f"depth where the sensor has none) in {surface_cfg.voxel * 100:g} cm voxels, each owned by the "
+                          f"depth where the sensor has none{rendered_note}) in {surface_cfg.voxel * 100:g} cm voxels, each owned by the "
                           f"Gaussian that explains it ({len(surface)} samples), each labelled by the views that see it") if surface is not None else
                          "Gaussian centres (surface.enabled: false)",
     }

@@ -90,6 +90,35 @@ def test_voxels_merge_nearby_points_and_views_add_up():
     assert len(surface_samples(geom, torch.zeros(4, dtype=torch.bool), [_plane_view()], SurfaceConfig())) == 0
 
 
+def test_rendered_depth_is_sampled_only_where_no_sensor_measured_the_surface():
+    """surface.rendered_gap: view A's sensor measures the wall's left half; view B has no sensor
+    reading and the field's rendered depth puts the wall 2 cm behind. B's points are kept only
+    farther than rendered_gap from A's measured points (its right half), so the left half has one
+    layer, the measured one; with rendered_gap 0, or where B's depth counts as measured, both."""
+    geom, cand = _wall_gaussians()
+    a, b = _plane_view(0), _plane_view(0)
+    a.depth[0, 0] = 2.0  # no hole: A measures the whole left half
+    a.depth[:, 32:] = float("nan")
+    a.measured = torch.isfinite(a.depth)
+    b.depth[:] = 2.02
+    b.measured = torch.zeros_like(b.depth, dtype=torch.bool)
+    cfg = SurfaceConfig(voxel=0.005)
+    s = surface_samples(geom, cand, [a, b], cfg)
+    measured, rendered = s.points[s.points[:, 2] < 2.01], s.points[s.points[:, 2] > 2.01]
+    assert len(measured) > 100 and measured[:, 0].max() < 0.0
+    assert len(rendered) > 100 and rendered[:, 0].min() > 0.0  # the right half only
+    from scipy.spatial import cKDTree
+    assert cKDTree(measured).query(rendered)[0].min() >= cfg.rendered_gap
+    assert cKDTree(measured).query(rendered)[0].min() < cfg.rendered_gap + 0.01  # right from the gap on
+    # merged after every view, the same samples
+    each = surface_samples(geom, cand, [a, b], cfg, merge_every=1)
+    assert np.array_equal(each.points, s.points) and np.array_equal(each.owner, s.owner)
+    both = surface_samples(geom, cand, [a, b], SurfaceConfig(voxel=0.005, rendered_gap=0.0))
+    assert (both.points[:, 2] > 2.01).sum() > len(rendered) and both.points[both.points[:, 2] > 2.01, 0].min() < -0.3
+    b.measured = None  # a view whose depth is all the sensor's: nothing to drop
+    assert (surface_samples(geom, cand, [a, b], cfg).points[:, 2] > 2.01).sum() == (both.points[:, 2] > 2.01).sum()
+
+
 def test_depth_jumps_are_not_sampled():
     """Flying pixels: both sides of a jump are dropped, smooth slopes and holes are not edges."""
     from langx_ros.core.field.surface import depth_edges
