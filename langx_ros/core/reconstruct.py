@@ -402,6 +402,7 @@ def reconstruct(
         report("surface", 1.0, f"{len(surface)} surface samples on {int((surface.owned_counts() > 0).sum())} Gaussians")
 
     rendered_note = (f", kept only beyond {surface_cfg.rendered_gap * 100:g} cm of a sensor point"
+                     + (f" and not behind a reading within {surface_cfg.rendered_window} px" if surface_cfg.rendered_window > 0 else "")
                      if surface_cfg.rendered_gap > 0 else "")
     provenance = {
         "semantics": semantics.provenance,

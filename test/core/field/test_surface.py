@@ -119,6 +119,29 @@ def test_rendered_depth_is_sampled_only_where_no_sensor_measured_the_surface():
     assert (surface_samples(geom, cand, [a, b], cfg).points[:, 2] > 2.01).sum() == (both.points[:, 2] > 2.01).sum()
 
 
+def test_rendered_depth_that_looks_through_a_measured_surface_is_not_sampled():
+    """surface.rendered_window: a sparse sensor (a dot every 4th row and column) measures the wall
+    at 2 m on the left half; the field's rendered depth between the dots says 2.05 m (blended
+    through the wall, and still within reach of the wall's Gaussians). Those rendered pixels are dropped; rendered pixels with no reading within
+    the window (the right half) are kept, at the wall's rendered depth."""
+    from langx_ros.core.field.surface import see_through
+
+    geom, cand = _wall_gaussians()
+    v = _plane_view(0)
+    v.measured = torch.zeros_like(v.depth, dtype=torch.bool)
+    v.measured[::4, 0:32:4] = True  # sparse readings on the left half
+    v.depth[:, :32] = torch.where(v.measured[:, :32], torch.tensor(2.0), torch.tensor(2.05))
+    v.depth[:, 32:] = 2.02  # no reading: the field's depth of the wall
+    through = see_through(v.depth, v.measured, 3, 0.03)
+    assert through[:, :29].sum() == (~v.measured[:, :29]).sum()  # every rendered pixel beside the dots
+    assert not through[:, 36:].any() and not through[v.measured].any()
+    s = surface_samples(geom, cand, [v], SurfaceConfig(voxel=0.005))
+    assert not (s.points[:, 2] > 2.04).any()  # nothing from behind the wall
+    assert (np.abs(s.points[:, 2] - 2.02) < 0.005).sum() > 100
+    off = surface_samples(geom, cand, [v], SurfaceConfig(voxel=0.005, rendered_window=0))
+    assert (off.points[:, 2] > 2.04).sum() > 100  # without the check: the layer behind the wall
+
+
 def test_depth_jumps_are_not_sampled():
     """Flying pixels: both sides of a jump are dropped, smooth slopes and holes are not edges."""
     from langx_ros.core.field.surface import depth_edges
