@@ -125,6 +125,20 @@ def project(points: np.ndarray, frame: Frame) -> tuple[np.ndarray, np.ndarray, n
     return rows, cols, z, inside
 
 
+def depth_at(points: np.ndarray, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where world ``points`` land in ``frame`` and what its depth reads there.
+
+    Returns:
+        (index, rows, cols, z, depth) for the points inside the image and in front of the camera:
+        their indices into ``points``, pixel, camera depth (m) and ``frame``'s depth at that pixel
+        (NaN = no reading).
+    """
+    rows, cols, z, inside = project(points, frame)
+    index = np.flatnonzero(inside)
+    r, c = rows[index], cols[index]
+    return index, r, c, z[index], frame.depth[r, c]
+
+
 def voxel_downsample(points: np.ndarray, voxel: float) -> np.ndarray:
     """One point per occupied voxel (the mean of its points), ordered by voxel; deterministic."""
     points = np.asarray(points, np.float64).reshape(-1, 3)
@@ -640,15 +654,13 @@ def object_points(frames: list[Frame], labels: SceneLabels, object_id: int, voxe
             for fb in usable:
                 if fb is fa:
                     continue
-                rows, cols, z, inside = project(pts, fb)
-                d = np.full(len(pts), np.nan)
-                d[inside] = fb.depth[rows[inside], cols[inside]]
+                i, r, c, z, d = depth_at(pts, fb)
                 with np.errstate(invalid="ignore"):
-                    vis = inside & (np.abs(z - d) < depth_tolerance(z, tolerance, tolerance_z2))  # NaN depth: False
+                    vis = np.abs(z - d) < depth_tolerance(z, tolerance, tolerance_z2)  # NaN depth: False
                 if fb.frame_id not in near:
                     near[fb.frame_id] = _dilate(maps[fb.frame_id] == object_id, agreement_px)
-                seen += vis
-                agree += vis & near[fb.frame_id][rows, cols]
+                seen[i] += vis
+                agree[i] += vis & near[fb.frame_id][r, c]
             pts = pts[(seen == 0) | (agree >= min_agreement * seen)]
         parts.append(pts)
     return voxel_downsample(np.concatenate(parts) if parts else np.zeros((0, 3)), voxel)
@@ -678,9 +690,7 @@ def depth_agreement(a: Frame, b: Frame, tolerance: float = DEFAULT_TOLERANCE,
     mask = np.zeros((a.height, a.width), bool)
     mask[::stride, ::stride] = True
     pts = pixel_points(a, mask)
-    rows, cols, z, inside = project(pts, b)
-    r, c, zz = rows[inside], cols[inside], z[inside]
-    d = b.depth[r, c]
+    _, _, _, zz, d = depth_at(pts, b)
     tol = depth_tolerance(zz, tolerance, tolerance_z2)
     with np.errstate(invalid="ignore"):
         vis = np.isfinite(d) & (zz <= d + tol)
@@ -769,9 +779,7 @@ def check_consistency(frames: list[Frame], labels: SceneLabels, tolerance: float
             for fb in usable:
                 if fb is fa:
                     continue
-                rows, cols, z, inside = project(pts, fb)
-                r, c, zz = rows[inside], cols[inside], z[inside]
-                d = fb.depth[r, c]
+                _, r, c, zz, d = depth_at(pts, fb)
                 tol = depth_tolerance(zz, tolerance, tolerance_z2)
                 with np.errstate(invalid="ignore"):
                     vis = np.abs(zz - d) < tol  # NaN depth: False

@@ -235,10 +235,10 @@ def surface_samples(geom: dict[str, torch.Tensor], candidates: torch.Tensor, vie
                                                          workers=-1)[0] >= cfg.rendered_gap
         keep = torch.as_tensor(far, device=dev)
         pts[False][:], cols[False][:] = [pts[False][0][keep]], [cols[False][0][keep]]
-    # one sample per voxel: the measured point where a voxel has both
-    pts[True].append(pts[False][0])
-    cols[True].append(cols[False][0])
-    merge(True)
+    if len(pts[False][0]):  # one sample per voxel: the measured point where a voxel has both
+        pts[True].append(pts[False][0])
+        cols[True].append(cols[False][0])
+        merge(True)
     if len(pts[True][0]) == 0 or cand.numel() == 0:
         return SurfaceSamples.empty(n)
     points, colors = pts[True][0].cpu().numpy(), cols[True][0].cpu().numpy()
