@@ -29,6 +29,7 @@ from _util import write_json
 from langx_ros.core.config import QueryConfig
 from langx_ros.core.field.registration import RegistrationConfig
 from langx_ros.core.field.train import FieldConfig
+from langx_ros.core.field.surface import SurfaceConfig
 from langx_ros.core.label_noise import LabelNoise
 from langx_ros.core.lqc import LQCConfig
 from langx_ros.core.pose_refine import PoseRefineConfig, perturb_poses
@@ -97,6 +98,9 @@ def main() -> None:
     ap.add_argument("--registrations", nargs="+", default=["default"], metavar="K=V[,K=V]",
                     help="registration settings to compare, each 'default' or registration.* overrides, e.g. "
                          "vote_rounds=1 or segment_check=0 (mode 'train' runs the first only)")
+    ap.add_argument("--surfaces", nargs="+", default=["default"], metavar="K=V[,K=V]",
+                    help="surface-sampling settings to compare, each 'default' or surface.* overrides, e.g. rendered_window=10 "
+                         "(every registration setting runs with each; the answer's points are re-sampled per setting)")
     ap.add_argument("--variants", nargs="*", default=["instance_match_weight=0"],
                     help="also answer on each run's field with these query settings (QueryConfig field=value, several "
                          "joined by ','), side by side; e.g. instance_match_weight=0 instance_density_weight=1")
@@ -108,7 +112,7 @@ def main() -> None:
                     help="train a field for every run (default: mode 'register' trains once per scene and re-registers that "
                          "geometry for the other labels and registration settings, so they compare on one geometry; its training "
                          "uses no labels)")
-    ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-<registration>)")
+    ap.add_argument("--save-fields", type=Path, help="save every run's field to this folder (<scene>-<mode>-<labels>-<registration>[-surface-<setting>])")
     ap.add_argument("--unknown-pixels", nargs="+", default=["unlabelled"], choices=UNKNOWN_PIXELS,
                     help="what the pixels the labels cannot tell (no depth in the lounge/kitchen) are: no segment and not "
                          "scored (unlabelled, the default), or background (the protocol before 2026-12-03); several: side by "
@@ -165,15 +169,17 @@ def main() -> None:
         kept = None  # mode "register": later runs of the scene re-register the first one's geometry (--train-each: not)
         for (unknown, scene), (noise_name, noise) in [(v, s) for s in settings for v in variants]:
             noise_name = noise_name if len(variants) == 1 else f"{noise_name} ({unknown})"
-            for mode, reg_name in [(m, v) for m in a.modes for v in (a.registrations if m != "train" else a.registrations[:1])]:
+            for mode, reg_name, surf_name in [(m, v, u) for m in a.modes for v in (a.registrations if m != "train" else a.registrations[:1])
+                                              for u in a.surfaces]:
                 queries = {n: SYNONYMS[n] for n in scene.names if n in SYNONYMS} if a.synonyms and name != "synthetic" else None
                 r = run_scene(scene, enc, mode, field_cfg, lqc_cfg, qcfg_s, a.device, noise, overridden(RegistrationConfig(), reg_name),
                               queries=queries, lqc_path=lqc_path, train=train_frames(scene),
                               pose_cfg=PoseRefineConfig(enabled=True) if a.refine_poses else None,
-                              geometry=kept if mode == "register" else None)
+                              geometry=kept if mode == "register" else None, surface_cfg=overridden(SurfaceConfig(), surf_name))
                 r["labels"] = noise_name
                 r["poses"] = {"perturbed": a.perturb_poses or "no", "refined": a.refine_poses}
                 r["registration"] = reg_name
+                r["surface"] = surf_name
                 scores = r.pop("_scores")
                 fld = r.pop("_field")
                 r["selection_variants"] = {}
@@ -186,10 +192,11 @@ def main() -> None:
                 if a.save_fields:
                     from langx_ros.core.field.io import save_field
 
-                    save_field(fld, a.save_fields / f"{name}-{mode.replace('+', '_')}-{noise_name}-{reg_name.replace('=', '').replace(',', '_')}")
+                    save_field(fld, a.save_fields / f"{name}-{mode.replace('+', '_')}-{noise_name}-{reg_name.replace('=', '').replace(',', '_')}"
+                               + ("" if surf_name == "default" else "-surface-" + surf_name.replace('=', '').replace(',', '_')))
                 kept = fld if mode == "register" and kept is None and not a.train_each else kept
                 del fld
-                print(f"\n== {name} | {mode} (registration {reg_name}, geometry {r['geometry']}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
+                print(f"\n== {name} | {mode} (registration {reg_name}, surface {surf_name}, geometry {r['geometry']}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
                       f"{a.iters} it, {a.device} ({torch.cuda.get_device_name(0) if str(a.device).startswith('cuda') else 'CPU'}); poses perturbed: "
                       f"{r['poses']['perturbed']}, refined: {r['poses']['refined']} ==")
                 print(format_table(scores))
@@ -214,10 +221,10 @@ def main() -> None:
                 write_json(a.out, {"runs": runs, "protocol": "ORACLE-FEATURE PROTOCOL (labels as features)",
                                    "settings": {"iterations": a.iters, "lqc_steps": a.lqc_steps, "size": [a.width, a.height],
                                                 "lqc": "one LQC per scene, fitted on its label features and reused by every run"}})
-    print("\nsummary (scene | mode | labels: found, wrong, min precision, min recall, max centroid error, 2D mIoU, register s)")
+    print("\nsummary (scene | mode registration surface | labels: found, wrong, min precision, min recall, max centroid error, 2D mIoU, register s)")
     for r in runs:
         s = r["summary"]
-        print(f"{r['scene']:>9} | {r['mode']:>14} {r['registration']:>16} | {r['labels']:>8}: {s['found']}/{s['objects']}, {s['wrong_object']}, "
+        print(f"{r['scene']:>9} | {r['mode']:>14} {r['registration']:>16} {r['surface']:>18} | {r['labels']:>8}: {s['found']}/{s['objects']}, {s['wrong_object']}, "
               f"{s['min_precision']:.2f}, {s['min_recall']:.2f}, {s['max_centroid_error'] * 100:.1f} cm, {s['miou_2d']:.2f}, "
               f"{r['timings'].get('register', float('nan')):.2f}")
 

@@ -29,6 +29,7 @@ import torch
 from langx_ros.core.annotations import SceneLabels, default_data_root, load_scene_labels, object_points
 from langx_ros.core.config import QueryConfig
 from langx_ros.core.field.registration import RegistrationConfig
+from langx_ros.core.field.surface import SurfaceConfig
 from langx_ros.core.field.train import FieldConfig
 from langx_ros.core.frames import Frame, list_rgbd_folder, load_rgbd_frame, resize_frame
 from langx_ros.core.label_noise import LabelNoise, NoisyOracleSemantics
@@ -220,7 +221,7 @@ def held_out_2d(scene: LoadedScene, field, scores: list[ObjectScore], matches: l
 def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfig, lqc_cfg: LQCConfig, qcfg: QueryConfig,
               device: torch.device | str, noise: LabelNoise | None = None, reg_cfg: RegistrationConfig | None = None,
               queries: dict[str, str] | None = None, lqc_path: str = "", pose_cfg: PoseRefineConfig | None = None,
-              train: list[Frame] | None = None, geometry=None) -> dict:
+              train: list[Frame] | None = None, geometry=None, surface_cfg: SurfaceConfig | None = None) -> dict:
     """Reconstruct from the training frames with semantic ``mode`` and answer one query per
     object; returns per-object scores (3D and held-out 2D), the summary, timings and provenance.
 
@@ -230,6 +231,7 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
     poses: the scores stay against the scene's true surfaces); ``pose_cfg``: keyframe pose refinement.
     ``geometry``: a field of the same scene whose Gaussians are kept (mode "register" only; see
     :func:`~langx_ros.core.reconstruct.reconstruct`), so settings compare on one geometry.
+    ``surface_cfg``: how the answer's surface samples are drawn (default :class:`SurfaceConfig`).
     """
     from langx_ros.core.reconstruct import ReconstructConfig, reconstruct
 
@@ -243,7 +245,8 @@ def run_scene(scene: LoadedScene, text_encoder, mode: str, field_cfg: FieldConfi
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     res = reconstruct(train or scene.train, semantics, text_encoder, ReconstructConfig(lqc_path=lqc_path), field_cfg, lqc_cfg,
-                      qcfg.canonical_phrases, device=dev, reg_cfg=reg_cfg, pose_cfg=pose_cfg, geometry=geometry)
+                      qcfg.canonical_phrases, device=dev, reg_cfg=reg_cfg, pose_cfg=pose_cfg, geometry=geometry,
+                      surface_cfg=surface_cfg)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
