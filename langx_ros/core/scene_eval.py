@@ -30,7 +30,7 @@ class ObjectScore:
     recall: float  # surface points of the answered instance within SURFACE_TOL of a returned point
     centroid_error: float  # metres, |answer centroid - answered instance's surface centroid| (nan when not found)
     wrong_object: bool  # found, but most returned points are off the object
-    nearest_other: str  # the labelled object the off-object points lie on most (or "" / "unlabelled")
+    nearest_other: str  # where most off-object points lie: another labelled object, "unlabelled" (near none), or ""
     instances: int = 0
     recall_all: float = 0.0  # the same over every instance of the label (two sofas: both)
     # the same between surface centroids (mean of the SURFACE_TOL voxels each set occupies), so it does not
@@ -38,6 +38,9 @@ class ObjectScore:
     surface_centroid_error: float = float("nan")
     iou_2d: dict[str, float] = field(default_factory=dict)  # held-out view -> IoU of the LangSplat mask
     iou_3d: dict[str, float] = field(default_factory=dict)  # held-out view -> IoU of the 3D answer rendered
+    # the off-object points by where they lie: the nearest other labelled object within SURFACE_TOL, else
+    # "unlabelled" (background, or a surface no label covers); most first
+    off_object: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -84,12 +87,31 @@ def score_points(name: str, found: bool, score: float, points: np.ndarray, surfa
     comp = surface_instances(gt)
     answered = int(np.bincount(comp[nearest[on]]).argmax()) if on.any() else int(np.bincount(comp[nearest]).argmax())
     inst = comp == answered
-    others = {k: (cKDTree(v).query(pts[~on])[0] <= tol).sum() for k, v in surfaces.items() if k != name and len(v) and (~on).any()}
-    nearest_other = max(others, key=others.get) if others and max(others.values()) > 0 else ("unlabelled" if (~on).any() else "")
+    off = off_object_counts(pts[~on], {k: v for k, v in surfaces.items() if k != name}, tol)
+    nearest_other = next(iter(off), "")
     err = float(np.linalg.norm(pts.mean(0) - gt[inst].mean(0)))
     err_surface = float(np.linalg.norm(surface_centroid(pts) - surface_centroid(gt[inst])))
     return ObjectScore(name, True, float(score), len(pts), precision, float(covered[inst].mean()), err, precision < 0.5,
-                       nearest_other, instances, float(covered.mean()), surface_centroid_error=err_surface)
+                       nearest_other, instances, float(covered.mean()), surface_centroid_error=err_surface, off_object=off)
+
+
+def off_object_counts(points: np.ndarray, others: dict[str, np.ndarray], tol: float = SURFACE_TOL) -> dict[str, int]:
+    """Where (M, 3) off-object ``points`` lie: each counted on the nearest of the ``others``
+    (name -> surface points) within ``tol``, else on "unlabelled"; most first (ties by name)."""
+    from scipy.spatial import cKDTree
+
+    if not len(points):
+        return {}
+    names = [k for k, v in others.items() if len(v)]
+    dist = np.full((len(names) + 1, len(points)), np.inf)
+    dist[-1] = tol  # "unlabelled" wins unless some object is within tol
+    for i, k in enumerate(names):
+        d = cKDTree(others[k]).query(points)[0]
+        dist[i] = np.where(d <= tol, d, np.inf)
+    where = np.argmin(dist, 0)  # ties (a point exactly tol away) go to the object listed first
+    counts = np.bincount(where, minlength=len(names) + 1)
+    labels = names + ["unlabelled"]
+    return {labels[i]: int(counts[i]) for i in sorted(np.flatnonzero(counts), key=lambda i: (-counts[i], labels[i]))}
 
 
 def summarise(scores: list[ObjectScore]) -> dict:
@@ -123,5 +145,6 @@ def format_table(scores: list[ObjectScore]) -> str:
         i2 = np.mean(list(s.iou_2d.values())) if s.iou_2d else float("nan")
         i3 = np.mean(list(s.iou_3d.values())) if s.iou_3d else float("nan")
         lines.append(f"{s.name[:22]:<22} {str(s.found):>5} {s.score:6.3f} {s.points:7d} {s.precision:5.2f} {s.recall:6.2f} "
-                     f"{s.centroid_error:7.3f} {s.surface_centroid_error:7.3f} {str(s.wrong_object):>5} {i2:6.2f} {i3:6.2f}  {s.nearest_other}")
+                     f"{s.centroid_error:7.3f} {s.surface_centroid_error:7.3f} {str(s.wrong_object):>5} {i2:6.2f} {i3:6.2f}  "
+                     + ", ".join(f"{k} {v}" for k, v in s.off_object.items()))
     return "\n".join(lines)

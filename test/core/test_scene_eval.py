@@ -71,3 +71,20 @@ def test_the_surface_centroid_does_not_depend_on_where_the_cameras_sampled_dense
     assert s.centroid_error > 0.3 and s.surface_centroid_error < 0.02
     assert abs(surface_centroid(gt)[0] - 1.0) < 0.02
     assert summarise([s])["max_surface_centroid_error"] == s.surface_centroid_error
+
+
+def test_off_object_points_are_counted_where_they_lie_and_background_is_named_unlabelled():
+    """An answer for the mug with 20 stray points in empty space and 3 on the kettle: the
+    off-object points mostly lie on nothing labelled, and the score says so (it used to name the
+    kettle, the only labelled object any of them touched)."""
+    from langx_ros.core.scene_eval import off_object_counts
+
+    stray = np.c_[np.linspace(0.0, 0.5, 20), np.full(20, 0.6), np.full(20, 0.3)]
+    ans = np.concatenate([SURF["mug"], stray, SURF["kettle"][:3] + [0, 0, 0.01]])
+    s = score_points("mug", True, 0.9, ans, SURF)
+    assert s.off_object == {"unlabelled": 20, "kettle": 3} and s.nearest_other == "unlabelled"
+    assert not s.wrong_object and abs(s.precision - 100 / 123) < 1e-9
+    # each point counts once, on the nearest object within the tolerance
+    both = {"a": np.zeros((1, 3)), "b": np.array([[0.04, 0, 0]])}
+    assert off_object_counts(np.array([[0.01, 0, 0], [0.03, 0, 0], [0.2, 0, 0]]), both) == {"a": 1, "b": 1, "unlabelled": 1}
+    assert off_object_counts(np.zeros((0, 3)), both) == {}
