@@ -192,8 +192,11 @@ def main() -> None:
                 if a.save_fields:
                     from langx_ros.core.field.io import save_field
 
-                    save_field(fld, a.save_fields / f"{name}-{mode.replace('+', '_')}-{noise_name}-{reg_name.replace('=', '').replace(',', '_')}"
-                               + ("" if surf_name == "default" else "-surface-" + surf_name.replace('=', '').replace(',', '_')))
+                    def tag(spec: str) -> str:  # a settings spec as part of a folder name
+                        return spec.replace('=', '').replace(',', '_')
+
+                    save_field(fld, a.save_fields / (f"{name}-{mode.replace('+', '_')}-{noise_name}-{tag(reg_name)}"
+                                                     + ("" if surf_name == "default" else f"-surface-{tag(surf_name)}")))
                 kept = fld if mode == "register" and kept is None and not a.train_each else kept
                 del fld
                 print(f"\n== {name} | {mode} (registration {reg_name}, surface {surf_name}, geometry {r['geometry']}) | {r['noise']} | {r['size'][0]}x{r['size'][1]}, {len(r['train'])} training frames, "
