@@ -1,6 +1,6 @@
 """The middleware floor for bench/reliability.py: a process with one ~/query service (node name
 ``langx_floor``) that answers every request at once with an empty success, spun by the same
-executor as langx_node (MultiThreadedExecutor with node.executor_threads threads) or, with
+executor as langx_node (its YieldingMultiThreadedExecutor with node.executor_threads threads) or, with
 ``--single``, a SingleThreadedExecutor. A burst against it measures what rclpy and the DDS
 middleware cost on this machine with no work at all."""
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from langx_interfaces.srv import QueryObjects
-from langx_ros.ros.node import spin_until_shutdown
+from langx_ros.ros.node import YieldingMultiThreadedExecutor, spin_until_shutdown
 from langx_ros.ros.params import NodeConfig
 
 
@@ -30,7 +30,7 @@ def main() -> None:
         return res
 
     node.create_service(QueryObjects, "~/query", answer, qos_profile=QoSProfile(depth=nc.service_queue_depth))
-    ex = SingleThreadedExecutor() if a.single else MultiThreadedExecutor(num_threads=nc.executor_threads)
+    ex = SingleThreadedExecutor() if a.single else YieldingMultiThreadedExecutor(num_threads=nc.executor_threads)
     ex.add_node(node)
     spin_until_shutdown(ex, node.context)
 
