@@ -11,6 +11,7 @@ import torch
 
 from langx_ros.core.boxes import OrientedBox, oriented_box
 from langx_ros.core.config import QueryConfig
+from langx_ros.core.field.surface import unpack_records
 from langx_ros.core.instances import LOGIT_CLAMP, AnswerPlan, AnswerShape, CaptureGate, FieldTables, RankWeights, threshold_logit
 
 if TYPE_CHECKING:
@@ -261,7 +262,8 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
             ok = np.take(filt.keep, sc)
             kept = int(np.count_nonzero(ok))
             if 0 < kept < owned:
-                idx, pos, sc = idx[ok], pos[ok], sc[ok]
+                w = np.flatnonzero(ok)
+                idx, pos, sc = np.take(idx, w), np.take(pos, w), np.take(sc, w)
             rel = np.take(filt.relevancy, sc)
             if not sc.all():  # samples no view labels carry their owner's relevancy
                 rel = np.where(sc > 0, rel, np.take(rows[:, 9], pos)).astype(np.float32)
@@ -269,10 +271,11 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
             keep = _subsample(subsample_key(idx), cfg.max_points)
             idx, pos = idx[keep], pos[keep]
             rel = rel[keep] if rel is not None else None
-        # np.take: row gathers several times faster than fancy indexing (0.1 vs 0.4 ms for 20k points)
-        own_rows = np.take(rows, pos, axis=0)  # (S, 10) each sample's Gaussian's row
-        return InstancePoints(np.take(surf.points, idx, axis=0), np.take(surf.colors, idx, axis=0), own_rows[:, 6:9],
-                              own_rows[:, 9] if rel is None else rel, gid,
+        # whole rows gathered as fixed-size records: a fraction of the cost of np.take(..., axis=0) of
+        # the (S, 3) / (S, 10) arrays (see SurfaceSamples.records)
+        points, colors = unpack_records(np.take(surf.records(), idx))
+        own_rows = take_rows(rows, pos)  # (S, 10) each sample's Gaussian's row
+        return InstancePoints(points, colors, own_rows[:, 6:9], own_rows[:, 9] if rel is None else rel, gid,
                               _samples_source(owned, kept, filt is not None and not filt.keep[0]))
     keep = _subsample(subsample_key(gid), cfg.max_points) if len(gid) > cfg.max_points else slice(None)
     source = ("Gaussian centres" if surf is None and cfg.points == "centres" else
@@ -280,6 +283,16 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
               "Gaussian centres (no key-frame surface sample belongs to this instance)")
     return InstancePoints(rows[keep, 0:3].astype(np.float32), rows[keep, 3:6].astype(np.uint8), rows[keep, 6:9].astype(np.float32),
                           rows[keep, 9].astype(np.float32), gid, source)
+
+
+def take_rows(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``rows[index]`` of a 2-D array, gathered as one record per row (np.take of (S, 10) float32
+    rows along axis 0 costs about twice as much)."""
+    rows = np.ascontiguousarray(rows)
+    if rows.size == 0:
+        return rows[index]
+    rec = rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1]))).reshape(-1)
+    return np.take(rec, index).view(rows.dtype).reshape(-1, rows.shape[1])
 
 
 def _samples_source(owned: int, kept: int, unlabelled_dropped: bool = False) -> str:

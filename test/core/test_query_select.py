@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from langx_ros.core.config import QueryConfig
-from langx_ros.core.query import box_filter, langsplat_map
+from langx_ros.core.query import box_filter, langsplat_map, take_rows
 
 
 def _field_with(means, evidence, normals=None):
@@ -386,3 +386,12 @@ def test_gaussian_relevancy_maps_blend_the_observed_gaussians_own_relevancy(monk
     assert np.allclose(m[np.abs(y) > 0.4], 0.2, atol=0.01) and np.allclose(m[np.abs(x) > 0.6], 0.2, atol=0.01)  # off the wall: the map's least
     with pytest.raises(ValueError, match="'codes' or 'gaussians'"):
         relevancy_maps(f, torch.eye(4), K, 48, 32, torch.zeros(1, 4), torch.zeros(4, 4), render="rgb")
+
+
+def test_take_rows_is_fancy_row_indexing():
+    rows = np.random.default_rng(1).standard_normal((40, 10)).astype(np.float32)
+    for idx in (np.array([5, 0, 39, 5]), np.arange(40), np.zeros(0, np.int64)):
+        got = take_rows(rows, idx)
+        assert got.shape == (len(idx), 10) and np.array_equal(got, rows[idx])
+    assert np.array_equal(take_rows(rows[:, 2:5], np.array([1, 3])), rows[[1, 3], 2:5])  # a non-contiguous view
+    assert take_rows(np.zeros((0, 10), np.float32), np.zeros(0, np.int64)).shape == (0, 10)

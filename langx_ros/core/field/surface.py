@@ -106,6 +106,7 @@ class SurfaceSamples:
     code: np.ndarray | None = None
     _start: np.ndarray | None = field(default=None, repr=False)
     _level_code: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # derived from code
+    _records: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)  # derived: see records()
 
     def __post_init__(self) -> None:
         if not (len(self.points) == len(self.colors) == len(self.owner)):
@@ -128,6 +129,18 @@ class SurfaceSamples:
             self._level_code[level] = np.ascontiguousarray(self.code[:, level], dtype=np.int32) + 1
         return self._level_code[level]
 
+    def records(self) -> np.ndarray:
+        """(M,) 16-byte records, each a sample's point (3 float32) and colour (3 uint8, one pad byte),
+        for the answers' gathers (cached; :func:`unpack_records`): one take of 16-byte records costs a
+        fraction of the takes of the (M, 3) points and colours (on a 2-core CPU, 19.6k of 2M samples:
+        0.03 against 0.2-0.5 ms)."""
+        if self._records is None:
+            packed = np.zeros((len(self.owner), 4), np.float32)
+            packed[:, :3] = self.points
+            packed.view(np.uint8).reshape(-1, 16)[:, 12:15] = self.colors
+            self._records = packed.view(RECORD).ravel()
+        return self._records
+
     def owned_counts(self) -> np.ndarray:
         """(N,) samples each Gaussian owns."""
         return np.diff(self.start())
@@ -148,6 +161,16 @@ class SurfaceSamples:
         ends = np.cumsum(n)
         shift = np.repeat(lo - (ends - n), n)  # sample index - output position, constant along each Gaussian's run
         return np.arange(int(ends[-1]) if len(ends) else 0) + shift, np.repeat(np.arange(len(g)), n)
+
+
+RECORD = np.dtype((np.void, 16))  # SurfaceSamples.records(): point (3 float32), colour (3 uint8), pad
+
+
+def unpack_records(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(points (S, 3) float32, colours (S, 3) uint8) of gathered :meth:`SurfaceSamples.records`
+    (views into them)."""
+    flat = np.ascontiguousarray(records).view(np.float32).reshape(-1, 4)
+    return flat[:, :3], flat.view(np.uint8).reshape(-1, 16)[:, 12:15]
 
 
 def depth_edges(depth: torch.Tensor, rel: float, abs_tol: float) -> torch.Tensor:

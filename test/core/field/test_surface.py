@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from langx_ros.core.field.surface import SurfaceConfig, SurfaceSamples, SurfaceView, surface_samples
+from langx_ros.core.field.surface import SurfaceConfig, SurfaceSamples, SurfaceView, surface_samples, unpack_records
 
 
 def test_samples_of_gaussians_follow_the_owner_offsets():
@@ -22,6 +22,19 @@ def test_samples_of_gaussians_follow_the_owner_offsets():
         SurfaceSamples(np.zeros((1, 3), np.float32), np.zeros((1, 3), np.uint8), np.array([2]), 2)
     with pytest.raises(ValueError, match="length"):
         SurfaceSamples(np.zeros((2, 3), np.float32), np.zeros((1, 3), np.uint8), np.array([0, 1]), 2)
+
+
+def test_sample_records_gather_the_points_and_colours_exactly():
+    rng = np.random.default_rng(0)
+    pts = rng.standard_normal((50, 3)).astype(np.float32)
+    pts[3] = [np.nan, -0.0, 1e-30]  # any float bit pattern survives
+    cols = rng.integers(0, 256, (50, 3)).astype(np.uint8)
+    s = SurfaceSamples(pts, cols, np.sort(rng.integers(0, 7, 50)), 7)
+    for idx in (np.array([3, 49, 0, 3, 17]), np.arange(50)[::-1], np.zeros(0, np.int64)):
+        p, c = unpack_records(np.take(s.records(), idx))
+        assert p.shape == (len(idx), 3) and c.shape == (len(idx), 3) and p.dtype == np.float32 and c.dtype == np.uint8
+        assert p.tobytes() == pts[idx].tobytes() and np.array_equal(c, cols[idx])
+    assert s.records() is s.records()  # built once
 
 
 def _plane_view(depth_far_cols: int = 8):
