@@ -394,8 +394,9 @@ def reconstruct(
         t = time.perf_counter()
         check_cancel()
         report("surface", 0.0, f"sampling the depth of {len(frames)} key frames onto the observed Gaussians")
-        sviews = [SurfaceView(v.viewmat, v.K, d, f.rgb, torch.isfinite(v.depth) if v.depth is not None else None)
-                  for v, d, f in zip(views, reg.view_depth, frames)]
+        spreads = reg.view_spread or [None] * len(frames)
+        sviews = [SurfaceView(v.viewmat, v.K, d, f.rgb, torch.isfinite(v.depth) if v.depth is not None else None, sp)
+                  for v, d, f, sp in zip(views, reg.view_depth, frames, spreads)]
         surface = surface_samples(activated(params), observed.any(1), sviews, surface_cfg)
         surface.code = _sample_codes(surface, reg.views or reg_views, reg, len(levels), reg_cfg, lqc, device)
         timings["surface"] = time.perf_counter() - t

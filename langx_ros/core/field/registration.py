@@ -134,6 +134,9 @@ class Registration:
     # the views as registered: their segments after the cross-view segment check (None: as given)
     views: list[RegistrationView] | None = None
     dropped_segments: int = 0  # segments the check left out, over all views and levels
+    # per view (H, W) m: the standard deviation of the depths of the Gaussians blended into each pixel (their
+    # centres' camera depth, weighted as blended; NaN where the field is not opaque): large where a pixel mixes surfaces
+    view_spread: list[torch.Tensor] | None = None
 
     def observed(self, min_weight: float) -> torch.Tensor:
         """(N, L) bool: enough evidence at each level."""
@@ -175,14 +178,16 @@ def blend_weights(geom: dict[str, torch.Tensor], targets: torch.Tensor, viewmat:
 
 
 def _blend(geom: dict[str, torch.Tensor], targets: torch.Tensor, viewmat: torch.Tensor, K: torch.Tensor,
-           width: int, height: int, backend: str) -> tuple[torch.Tensor, RenderOutput]:
-    """:func:`blend_weights` and the forward render it made (alpha and expected depth of the view)."""
+           width: int, height: int, backend: str, extra: torch.Tensor | None = None) -> tuple[torch.Tensor, RenderOutput]:
+    """:func:`blend_weights` and the forward render it made (alpha and expected depth of the view;
+    ``extra`` (N, E) features are rendered alongside, in the output's channels after the targets')."""
     n, c = geom["means"].shape[0], targets.shape[-1]
     ch = torch.zeros(n, c, device=geom["means"].device, dtype=torch.float32, requires_grad=True)
     with torch.enable_grad():
-        out = rasterize(geom["means"], geom["quats"], geom["scales"], geom["opacities"], ch, viewmat, K, width, height,
+        feats = ch if extra is None else torch.cat([ch, extra.detach()], 1)
+        out = rasterize(geom["means"], geom["quats"], geom["scales"], geom["opacities"], feats, viewmat, K, width, height,
                         backend=backend)
-        (out.features * targets).sum().backward()
+        (out.features[..., :c] * targets).sum().backward()
     return ch.grad.detach(), out
 
 
@@ -207,13 +212,20 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
     supports: list[torch.Tensor] = []
     totals: list[torch.Tensor] = []
     depths: list[torch.Tensor] = []
+    spreads: list[torch.Tensor] = []
     for view in views:
         if check_cancel is not None:
             check_cancel()
         vm, K = view.viewmat.to(dev), view.K.to(dev)
         ones = torch.ones(view.height, view.width, 1, device=dev)
-        w_ones, rendered = _blend(geom, ones, vm, K, view.width, view.height, backend)
-        field_depth = torch.where(rendered.alpha[..., 0] > 0.5, rendered.depth[..., 0], torch.full_like(rendered.depth[..., 0], float("nan")))
+        z = means @ vm[2, :3] + vm[2, 3]  # (N,) the centres' camera depth
+        w_ones, rendered = _blend(geom, ones, vm, K, view.width, view.height, backend, torch.stack([z, z * z], 1))
+        opaque = rendered.alpha[..., 0] > 0.5
+        nan = torch.full_like(rendered.depth[..., 0], float("nan"))
+        field_depth = torch.where(opaque, rendered.depth[..., 0], nan)
+        acc = rendered.alpha[..., 0].clamp_min(1e-6)
+        ez, ez2 = rendered.features[..., 1] / acc, rendered.features[..., 2] / acc
+        spreads.append(torch.where(opaque, (ez2 - ez * ez).clamp_min(0).sqrt(), nan).detach())
         if view.depth is not None:  # the sensor where it has a reading, the field's own surface elsewhere
             depth = view.depth.to(dev)
             field_depth = torch.where(torch.isfinite(depth), depth, field_depth)
@@ -235,7 +247,7 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
     for _ in range(cfg.vote_rounds):
         acc = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, acc.features, check_cancel)
     return Registration(acc.features, acc.evidence, weight, facing, support_views, acc.labelled, acc.agree_views, depths,
-                        list(views), dropped)
+                        list(views), dropped, spreads)
 
 
 def _level_features(views: Sequence[RegistrationView], lvl: int, dev: torch.device) -> list[tuple[int, torch.Tensor]]:

@@ -267,3 +267,18 @@ def test_the_segment_check_can_lift_pixels_by_the_sensor_depth_only():
     assert float(contradicting[1]) >= 2
     _, contradicting = segment_agreement(views, depths, 1, dataclasses.replace(cfg, segment_check_sensor=True))[0][0]
     assert float(contradicting.sum()) == 0
+
+
+def test_the_depth_spread_of_a_pixel_is_that_of_the_gaussians_blended_into_it():
+    """Registration.view_spread: at a pixel where two stacked Gaussians at 1 m and 2 m (opacity
+    0.5 and 0.6) blend with weights 0.5 and 0.3, the weighted standard deviation of their depths,
+    sqrt(2.125 - 1.375^2) = 0.484 m; one opaque Gaussian alone: 0; no opaque field: NaN."""
+    x, y = (16.5 - 16) / 50.0, (12.5 - 12) / 50.0
+    view = RegistrationView(EYE, K, 32, 24, None, [])
+    two = register(_geom([[x, y, 1.0], [2 * x, 2 * y, 2.0]], [0.5, 0.6], 0.02), [view], 1, RegistrationConfig(),
+                   backend="torch")
+    assert abs(float(two.view_spread[0][12, 16]) - (2.125 - 1.375 ** 2) ** 0.5) < 1e-3
+    assert abs(float(two.view_depth[0][12, 16]) - 1.375) < 1e-3
+    one = register(_geom([[x, y, 1.0]], [0.9], 0.02), [view], 1, RegistrationConfig(), backend="torch")
+    assert abs(float(one.view_spread[0][12, 16])) < 1e-3
+    assert torch.isnan(one.view_spread[0][0, 0])  # nothing there

@@ -155,6 +155,26 @@ def test_rendered_depth_that_looks_through_a_measured_surface_is_not_sampled():
     assert (off.points[:, 2] > 2.04).sum() > 100  # without the check: the layer behind the wall
 
 
+
+def test_rendered_depth_that_blends_surfaces_apart_in_depth_is_not_sampled():
+    """surface.rendered_max_spread: rendered pixels (no sensor reading) whose blended Gaussians
+    spread in depth by more than the limit (a pixel mixing a front surface and one behind it) are
+    not sampled; sensor readings are, whatever the spread; 0 turns the check off."""
+    geom, cand = _wall_gaussians()
+    v = _plane_view(0)
+    v.measured = torch.zeros_like(v.depth, dtype=torch.bool)
+    v.measured[:12] = True  # the sensor's rows
+    v.spread = torch.full_like(v.depth, 0.01)
+    v.spread[:, 40:] = 0.15  # these columns blend two surfaces 30 cm apart
+    h, w = v.depth.shape
+    cfg = SurfaceConfig(voxel=0.001, rendered_window=0)
+    all_px = len(surface_samples(geom, cand, [v], SurfaceConfig(voxel=0.001, rendered_window=0, rendered_max_spread=0.0)))
+    kept = len(surface_samples(geom, cand, [v], cfg))
+    assert kept == all_px - (h - 12) * (w - 40) and kept < all_px
+    v.spread = None  # not known: nothing to drop
+    assert len(surface_samples(geom, cand, [v], cfg)) == all_px
+
+
 def test_depth_jumps_are_not_sampled():
     """Flying pixels: both sides of a jump are dropped, smooth slopes and holes are not edges."""
     from langx_ros.core.field.surface import depth_edges
