@@ -159,7 +159,7 @@ def test_rendered_depth_that_looks_through_a_measured_surface_is_not_sampled():
 def test_rendered_depth_that_blends_surfaces_apart_in_depth_is_not_sampled():
     """surface.rendered_max_spread: rendered pixels (no sensor reading) whose blended Gaussians
     spread in depth by more than the limit (a pixel mixing a front surface and one behind it) are
-    not sampled; sensor readings are, whatever the spread; 0 turns the check off."""
+    not sampled; sensor readings are, whatever the spread; 0 (the default) turns the check off."""
     geom, cand = _wall_gaussians()
     v = _plane_view(0)
     v.measured = torch.zeros_like(v.depth, dtype=torch.bool)
@@ -167,9 +167,10 @@ def test_rendered_depth_that_blends_surfaces_apart_in_depth_is_not_sampled():
     v.spread = torch.full_like(v.depth, 0.01)
     v.spread[:, 40:] = 0.15  # these columns blend two surfaces 30 cm apart
     h, w = v.depth.shape
-    cfg = SurfaceConfig(voxel=0.001, rendered_window=0)
+    cfg = SurfaceConfig(voxel=0.001, rendered_window=0, rendered_max_spread=0.06)
     all_px = len(surface_samples(geom, cand, [v], SurfaceConfig(voxel=0.001, rendered_window=0, rendered_max_spread=0.0)))
     kept = len(surface_samples(geom, cand, [v], cfg))
+    assert len(surface_samples(geom, cand, [v], SurfaceConfig(voxel=0.001, rendered_window=0))) == all_px  # default: off
     assert kept == all_px - (h - 12) * (w - 40) and kept < all_px
     v.spread = None  # not known: nothing to drop
     assert len(surface_samples(geom, cand, [v], cfg)) == all_px
