@@ -352,8 +352,11 @@ def reconstruct(
     reg_views = _registration_views(views, sem + gen_sem)
     backend = field_cfg.backend
 
-    def registration() -> Registration:
-        return register(activated(params), reg_views, len(levels), reg_cfg, backend, check_cancel)
+    surface_cfg = surface_cfg or SurfaceConfig()
+
+    def registration() -> Registration:  # the depth spread only for the surface samples that use it
+        return register(activated(params), reg_views, len(levels), reg_cfg, backend, check_cancel,
+                        depth_spread=surface_cfg.enabled and surface_cfg.rendered_max_spread > 0)
 
     def init_codes(p: torch.nn.ParameterDict) -> None:  # register+train: registration starts the semantic phase
         t0 = time.perf_counter()
@@ -388,7 +391,6 @@ def reconstruct(
                if reg_cfg.segment_check > 0 else "; cross-view segment check off")
     report("register", 1.0, f"{n_obs}/{observed.shape[0]} Gaussians observed{checked}")
 
-    surface_cfg = surface_cfg or SurfaceConfig()
     surface = None
     if surface_cfg.enabled:
         t = time.perf_counter()

@@ -193,13 +193,15 @@ def _blend(geom: dict[str, torch.Tensor], targets: torch.Tensor, viewmat: torch.
 
 @torch.no_grad()
 def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], num_levels: int, cfg: RegistrationConfig,
-             backend: str = "auto", check_cancel: Callable[[], None] | None = None) -> Registration:
+             backend: str = "auto", check_cancel: Callable[[], None] | None = None,
+             depth_spread: bool = False) -> Registration:
     """Register the segment features of ``views`` onto the Gaussians ``geom`` (activated
     means, quats, scales, opacities; detached).
 
     Costs per view: one backward pass for the total weights (its forward render also gives the
     field's depth, used where the sensor has none) and, for the mean and for each vote round,
-    one per ``cfg.chunk`` segments of each level.
+    one per ``cfg.chunk`` segments of each level. ``depth_spread``: that forward render also
+    carries the centres' depth and its square, for ``Registration.view_spread`` (else None).
     """
     means = geom["means"].detach()
     geom = {k: geom[k].detach() for k in ("means", "quats", "scales", "opacities")}
@@ -218,14 +220,16 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
             check_cancel()
         vm, K = view.viewmat.to(dev), view.K.to(dev)
         ones = torch.ones(view.height, view.width, 1, device=dev)
-        z = means @ vm[2, :3] + vm[2, 3]  # (N,) the centres' camera depth
-        w_ones, rendered = _blend(geom, ones, vm, K, view.width, view.height, backend, torch.stack([z, z * z], 1))
+        z = means @ vm[2, :3] + vm[2, 3] if depth_spread else None  # (N,) the centres' camera depth
+        w_ones, rendered = _blend(geom, ones, vm, K, view.width, view.height, backend,
+                                  torch.stack([z, z * z], 1) if depth_spread else None)
         opaque = rendered.alpha[..., 0] > 0.5
         nan = torch.full_like(rendered.depth[..., 0], float("nan"))
         field_depth = torch.where(opaque, rendered.depth[..., 0], nan)
-        acc = rendered.alpha[..., 0].clamp_min(1e-6)
-        ez, ez2 = rendered.features[..., 1] / acc, rendered.features[..., 2] / acc
-        spreads.append(torch.where(opaque, (ez2 - ez * ez).clamp_min(0).sqrt(), nan).detach())
+        if depth_spread:
+            acc = rendered.alpha[..., 0].clamp_min(1e-6)
+            ez, ez2 = rendered.features[..., 1] / acc, rendered.features[..., 2] / acc
+            spreads.append(torch.where(opaque, (ez2 - ez * ez).clamp_min(0).sqrt(), nan).detach())
         if view.depth is not None:  # the sensor where it has a reading, the field's own surface elsewhere
             depth = view.depth.to(dev)
             field_depth = torch.where(torch.isfinite(depth), depth, field_depth)
@@ -247,7 +251,7 @@ def register(geom: dict[str, torch.Tensor], views: Sequence[RegistrationView], n
     for _ in range(cfg.vote_rounds):
         acc = _accumulate(geom, views, supports, totals, num_levels, cfg, backend, acc.features, check_cancel)
     return Registration(acc.features, acc.evidence, weight, facing, support_views, acc.labelled, acc.agree_views, depths,
-                        list(views), dropped, spreads)
+                        list(views), dropped, spreads if depth_spread else None)
 
 
 def _level_features(views: Sequence[RegistrationView], lvl: int, dev: torch.device) -> list[tuple[int, torch.Tensor]]:

@@ -276,9 +276,10 @@ def test_the_depth_spread_of_a_pixel_is_that_of_the_gaussians_blended_into_it():
     x, y = (16.5 - 16) / 50.0, (12.5 - 12) / 50.0
     view = RegistrationView(EYE, K, 32, 24, None, [])
     two = register(_geom([[x, y, 1.0], [2 * x, 2 * y, 2.0]], [0.5, 0.6], 0.02), [view], 1, RegistrationConfig(),
-                   backend="torch")
+                   backend="torch", depth_spread=True)
     assert abs(float(two.view_spread[0][12, 16]) - (2.125 - 1.375 ** 2) ** 0.5) < 1e-3
     assert abs(float(two.view_depth[0][12, 16]) - 1.375) < 1e-3
-    one = register(_geom([[x, y, 1.0]], [0.9], 0.02), [view], 1, RegistrationConfig(), backend="torch")
+    one = register(_geom([[x, y, 1.0]], [0.9], 0.02), [view], 1, RegistrationConfig(), backend="torch", depth_spread=True)
     assert abs(float(one.view_spread[0][12, 16])) < 1e-3
     assert torch.isnan(one.view_spread[0][0, 0])  # nothing there
+    assert register(_geom([[x, y, 1.0]], [0.9], 0.02), [view], 1, RegistrationConfig(), backend="torch").view_spread is None
