@@ -11,7 +11,7 @@ import torch
 
 from langx_ros.core.boxes import OrientedBox, oriented_box
 from langx_ros.core.config import QueryConfig
-from langx_ros.core.field.surface import unpack_records
+from langx_ros.core.field.surface import take_rows, unpack_records
 from langx_ros.core.instances import LOGIT_CLAMP, AnswerPlan, AnswerShape, CaptureGate, FieldTables, RankWeights, threshold_logit
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
             rel = rel[keep] if rel is not None else None
         # whole rows gathered as fixed-size records: a fraction of the cost of np.take(..., axis=0) of
         # the (S, 3) / (S, 10) arrays (see SurfaceSamples.records)
-        points, colors = unpack_records(np.take(surf.records(), idx))
+        points, colors = unpack_records(take_rows(surf.records(), idx))
         own_rows = take_rows(rows, pos)  # (S, 10) each sample's Gaussian's row
         return InstancePoints(points, colors, own_rows[:, 6:9], own_rows[:, 9] if rel is None else rel, gid,
                               _samples_source(owned, kept, filt is not None and not filt.keep[0]))
@@ -283,16 +283,6 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
               "Gaussian centres (no key-frame surface sample belongs to this instance)")
     return InstancePoints(rows[keep, 0:3].astype(np.float32), rows[keep, 3:6].astype(np.uint8), rows[keep, 6:9].astype(np.float32),
                           rows[keep, 9].astype(np.float32), gid, source)
-
-
-def take_rows(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """``rows[index]`` of a 2-D array, gathered as one record per row (np.take of (S, 10) float32
-    rows along axis 0 costs about twice as much)."""
-    rows = np.ascontiguousarray(rows)
-    if rows.size == 0:
-        return rows[index]
-    rec = rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1]))).reshape(-1)
-    return np.take(rec, index).view(rows.dtype).reshape(-1, rows.shape[1])
 
 
 def _samples_source(owned: int, kept: int, unlabelled_dropped: bool = False) -> str:

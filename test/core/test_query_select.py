@@ -6,7 +6,8 @@ import dataclasses
 import numpy as np
 
 from langx_ros.core.config import QueryConfig
-from langx_ros.core.query import box_filter, langsplat_map, take_rows
+from langx_ros.core.field.surface import take_rows
+from langx_ros.core.query import box_filter, langsplat_map
 
 
 def _field_with(means, evidence, normals=None):

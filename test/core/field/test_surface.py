@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from langx_ros.core.field.surface import SurfaceConfig, SurfaceSamples, SurfaceView, surface_samples, unpack_records
+from langx_ros.core.field.surface import SurfaceConfig, SurfaceSamples, SurfaceView, surface_samples, take_rows, unpack_records
 
 
 def test_samples_of_gaussians_follow_the_owner_offsets():
@@ -31,7 +31,7 @@ def test_sample_records_gather_the_points_and_colours_exactly():
     cols = rng.integers(0, 256, (50, 3)).astype(np.uint8)
     s = SurfaceSamples(pts, cols, np.sort(rng.integers(0, 7, 50)), 7)
     for idx in (np.array([3, 49, 0, 3, 17]), np.arange(50)[::-1], np.zeros(0, np.int64)):
-        p, c = unpack_records(np.take(s.records(), idx))
+        p, c = unpack_records(take_rows(s.records(), idx))
         assert p.shape == (len(idx), 3) and c.shape == (len(idx), 3) and p.dtype == np.float32 and c.dtype == np.uint8
         assert p.tobytes() == pts[idx].tobytes() and np.array_equal(c, cols[idx])
     assert s.records() is s.records()  # built once
@@ -153,7 +153,6 @@ def test_rendered_depth_that_looks_through_a_measured_surface_is_not_sampled():
     assert (np.abs(s.points[:, 2] - 2.02) < 0.005).sum() > 100
     off = surface_samples(geom, cand, [v], SurfaceConfig(voxel=0.005, rendered_window=0))
     assert (off.points[:, 2] > 2.04).sum() > 100  # without the check: the layer behind the wall
-
 
 
 def test_rendered_depth_that_blends_surfaces_apart_in_depth_is_not_sampled():
