@@ -107,9 +107,9 @@ def profile_select_3d(field: LanguageField, text: torch.Tensor, canon: torch.Ten
         print(prof.key_averages().table(sort_by=key, row_limit=25))
 
 
-def graph_gpu_ms(plan, repeat: int = 50) -> float:
-    """Median GPU time of one replay of the plan's captured graph (CUDA events)."""
-    graph = plan._graph(plan._cap)[0]
+def graph_gpu_ms(plan, canon: torch.Tensor, repeat: int = 50) -> float:
+    """Median GPU time of one replay of the plan's captured graph from text (what select_3d replays; CUDA events)."""
+    graph = plan._graph(plan._cap, ("text", tuple(canon.shape)))[0]
     times = []
     for _ in range(repeat):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -184,7 +184,7 @@ def main() -> None:
             for _ in range(a.rounds):  # interleaved, so the machine's drift hits every variant alike
                 for k, fn in fns.items():
                     times[k].append(time_ms(fn, dev, warmup=2, repeat=20))
-            gpu_ms = graph_gpu_ms(plan) if plan.mode == "cuda-graph" else None
+            gpu_ms = graph_gpu_ms(plan, canon) if plan.mode == "cuda-graph" else None
             row = {"device": dev, "gaussians": n, "mode": plan.mode, "code_index_once_ms": t_index, "logit_table_ms": logits_ms,
                    "first_call_ms": first_ms, "graph_gpu_ms": gpu_ms, "plan_memory_mib": plan_mib,
                    "selected": res.selected, "returned_voxels": voxels, "returned_points": int(len(m.points)),

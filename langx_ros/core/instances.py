@@ -214,16 +214,29 @@ class FieldTables:
     views: torch.Tensor | None  # (N, L) or None (not used)
     answer: torch.Tensor  # (N, 9) centre, colour, normal (LanguageField.answer_table)
     offsets: torch.Tensor  # NEIGHBOURS on the device
+    features: torch.Tensor | None = None  # (K, F) unit codebook features (for answers from text); None = logits only
 
     @classmethod
     def of(cls, field: "LanguageField", min_opacity: float, codebook_size: int, use_labelled: bool,
-           use_views: bool) -> "FieldTables":
+           use_views: bool, features: torch.Tensor | None = None) -> "FieldTables":
+        """``features``: the field's (K, F) codebook features, for answers from text (AnswerPlan.run_text)."""
         ok, present = field.selectable(min_opacity, codebook_size)
         code = torch.where(ok, field.code_index(), codebook_size).T.contiguous()
         dev = field.device
         return cls(code, present, field.params["means"].detach(), field.evidence,
                    field.labelled if use_labelled else None, field.agree_views if use_views else None,
-                   field.answer_table(), torch.as_tensor(NEIGHBOURS, device=dev))
+                   field.answer_table(), torch.as_tensor(NEIGHBOURS, device=dev),
+                   features)
+
+
+def text_logit(features: torch.Tensor, text: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
+    """(K,) relevancy logit of every codebook entry for one query: 10 x the margin of its text
+    embedding ``text`` (F,) over the canonical phrases (C, F) (``relevancy_logits``), clamped to
+    +-LOGIT_CLAMP; ``features`` (K, F) unit length. Fixed shapes, so the CUDA graph of an answer
+    from text computes it (core/query.py ``logit_table`` is the same for a table of queries)."""
+    from langx_ros.core.relevancy import relevancy_logits
+
+    return relevancy_logits(features, text, canonical, normalised=True)[0].clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
 
 
 def select_mask(t: FieldTables, logit: torch.Tensor, thr_logit: torch.Tensor, threshold: torch.Tensor,
@@ -399,16 +412,17 @@ class AnswerResult:
     passing: int
     counts: np.ndarray  # (R,) Gaussians of each returned instance
     evidence: np.ndarray  # (R,)
+    logit: np.ndarray | None = None  # (K,) float32 the query's relevancy logit per codebook entry (what it answered)
 
 
-def _result(rows: np.ndarray, gid: np.ndarray, meta: np.ndarray, k: int) -> AnswerResult:
+def _result(rows: np.ndarray, gid: np.ndarray, meta: np.ndarray, k: int, logit: np.ndarray | None = None) -> AnswerResult:
     """The host's part of an answer: the returned instances' rows (every Gaussian of each; the
     caller subsamples the points it returns, core/query.py)."""
     n_ret = int(min(k, meta[4]))
     counts = meta[_META: _META + n_ret].astype(np.int64)
     n = int(counts.sum())
     return AnswerResult(rows[:n], gid[:n], float(meta[0]), float(meta[1]), int(meta[2]), int(meta[3]), int(meta[4]), counts,
-                        meta[_META + k: _META + k + n_ret].copy())
+                        meta[_META + k: _META + k + n_ret].copy(), logit)
 
 
 class AnswerPlan:
@@ -447,66 +461,97 @@ class AnswerPlan:
     @torch.no_grad()
     def run(self, logits: torch.Tensor, threshold: float) -> list[AnswerResult]:
         """Answers for each row of ``logits`` (Q, K) at ``threshold``."""
-        thr_logit = threshold_logit(threshold)
         logits = logits.to(self.device, torch.float32)
+        return self._run([(row,) for row in logits], ("logit",), threshold)
+
+    @torch.no_grad()
+    def run_text(self, text: torch.Tensor, canonical: torch.Tensor, threshold: float) -> list[AnswerResult]:
+        """Answers for each text embedding of ``text`` (Q, F) against the ``canonical`` phrases
+        (C, F) at ``threshold``: the relevancy logits (:func:`text_logit`) are computed inside the
+        replayed graph (one launch per query instead of a table's dozen), and each result carries them."""
+        if self.t.features is None:
+            raise ValueError("this field's tables have no codebook features: answer from logits (run)")
+        text = text.to(self.device, torch.float32).reshape(-1, self.t.features.shape[1])
+        canonical = canonical.to(self.device, torch.float32)
+        return self._run([(row, canonical) for row in text], ("text", tuple(canonical.shape)), threshold)
+
+    def _run(self, inputs: list[tuple[torch.Tensor, ...]], kind: tuple, threshold: float) -> list[AnswerResult]:
+        thr_logit = threshold_logit(threshold)
         with self._lock:
             if self.mode != "eager":
                 try:
-                    return [self._finish(row, res, thr_logit, threshold)
-                            for row, res in zip(logits, self._replay(logits, thr_logit, threshold))]
+                    return [self._finish(inp, kind, res, thr_logit, threshold)
+                            for inp, res in zip(inputs, self._replay(inputs, kind, thr_logit, threshold))]
                 except _NotNow:  # other threads use the GPU: capture on a later call
                     pass
                 except RuntimeError as exc:  # capture unsupported here: answer eagerly, and say so
                     log.warning("3D answers: CUDA graph capture failed (%s); answering eagerly", exc)
                     self.mode = "eager"
-            return [self._eager(row, thr_logit, threshold) for row in logits]
+            return [self._eager(inp, kind, thr_logit, threshold) for inp in inputs]
 
-    def _eager(self, logit: torch.Tensor, thr_logit: float, threshold: float) -> AnswerResult:
+    def _answer_fn(self, kind: tuple, shape: AnswerShape):
+        """f(*inputs, thr_logit, threshold) -> (rows, gid, meta, logit) of one query (:func:`answer`)."""
+        if kind[0] == "logit":
+            return lambda logit, thr, th: answer(self.t, logit, thr, th, shape) + (logit,)
+
+        def from_text(text: torch.Tensor, canonical: torch.Tensor, thr: torch.Tensor, th: torch.Tensor) -> tuple:
+            logit = text_logit(self.t.features, text, canonical)
+            return answer(self.t, logit, thr, th, shape) + (logit,)
+        return from_text
+
+    def _eager(self, inp: tuple[torch.Tensor, ...], kind: tuple, thr_logit: float, threshold: float) -> AnswerResult:
         """:func:`answer` run eagerly with buffers of exactly the selection's size and label
         propagation until it converges."""
         thr = torch.tensor(thr_logit, device=self.device)
         th = torch.tensor(float(threshold), device=self.device)
         shape = replace(self.shape, cap=0, rounds=None)
-        return _result(*to_host(*answer(self.t, logit, thr, th, shape)), shape.max_instances)
+        rows, gid, meta, logit = to_host(*self._answer_fn(kind, shape)(*inp, thr, th))
+        return _result(rows, gid, meta, shape.max_instances, logit)
 
-    def _graph(self, cap: int) -> tuple:
-        """The graph of :func:`answer` at capacity ``cap``, its static inputs and outputs (captured once;
-        without CUDA, a stand-in that reruns :func:`answer` into the same outputs)."""
-        if cap not in self._graphs:
+    def _graph(self, cap: int, kind: tuple = ("logit",)) -> tuple:
+        """The graph of :func:`answer` at capacity ``cap`` for inputs of ``kind`` (logits, or text
+        and canonical phrases of a shape), its static inputs and outputs (captured once; without
+        CUDA, a stand-in that reruns :func:`answer` into the same outputs)."""
+        key = (cap, kind)
+        if key not in self._graphs:
             dev = self.device
-            static = (torch.zeros(self.k, device=dev), torch.zeros((), device=dev), torch.zeros((), device=dev))
-            shape = replace(self.shape, cap=cap, rounds=GRAPH_ROUNDS)
+            ins = (torch.zeros(self.k, device=dev),) if kind[0] == "logit" else \
+                (torch.zeros(self.t.features.shape[1], device=dev), torch.zeros(kind[1], device=dev))
+            static = ins + (torch.zeros((), device=dev), torch.zeros((), device=dev))
+            fn = self._answer_fn(kind, replace(self.shape, cap=cap, rounds=GRAPH_ROUNDS))
             if self.mode == "cuda-graph":
                 with self._gate.capture() if self._gate is not None else nullcontext(True) as ok:
                     if not ok:
                         raise _NotNow()
-                    graph, outs = self._capture(static, shape)
+                    graph, outs = self._capture(fn, static)
             else:
-                outs = answer(self.t, *static, shape)
-                graph = _Rerun(lambda: answer(self.t, *static, shape), outs)
-            self._graphs[cap] = (graph, static, outs)
-        return self._graphs[cap]
+                outs = fn(*static)
+                graph = _Rerun(lambda: fn(*static), outs)
+            self._graphs[key] = (graph, static, outs)
+        return self._graphs[key]
 
-    def _capture(self, static: tuple, shape: AnswerShape) -> tuple:
-        """(graph, outputs) of :func:`answer` captured on CUDA, after a warm-up run on a side stream."""
+    def _capture(self, fn, static: tuple) -> tuple:
+        """(graph, outputs) of ``fn(*static)`` captured on CUDA, after a warm-up run on a side stream."""
         dev = self.device
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):  # warm-up outside the capture (allocator, kernels)
-            answer(self.t, *static, shape)
+            fn(*static)
         torch.cuda.current_stream(dev).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            outs = answer(self.t, *static, shape)
+            outs = fn(*static)
         return graph, outs
 
-    def _replay(self, logits: torch.Tensor, thr_logit: float, threshold: float) -> list[tuple]:
-        """Replays the graph for every row, queueing each result's copy to the host; one wait."""
+    def _replay(self, inputs: list[tuple[torch.Tensor, ...]], kind: tuple, thr_logit: float, threshold: float) -> list[tuple]:
+        """Replays the graph for every query's inputs, queueing each result's copy to the host; one wait."""
         cap = self._cap
-        graph, (s_logit, s_thr, s_th), outs = self._graph(cap)
+        graph, static, outs = self._graph(cap, kind)
+        *s_in, s_thr, s_th = static
         queued = []
-        for row in logits:
-            s_logit.copy_(row)
+        for inp in inputs:
+            for s_x, x in zip(s_in, inp):
+                s_x.copy_(x)
             s_thr.fill_(thr_logit)
             s_th.fill_(threshold)
             graph.replay()
@@ -516,23 +561,23 @@ class AnswerPlan:
             torch.cuda.current_stream(self.device).synchronize()
         return queued
 
-    def _finish(self, row: torch.Tensor, res: tuple, thr_logit: float, threshold: float) -> AnswerResult:
+    def _finish(self, inp: tuple[torch.Tensor, ...], kind: tuple, res: tuple, thr_logit: float, threshold: float) -> AnswerResult:
         """A replayed result on the host; a selection larger than the buffers is answered again
         with buffers grown to the next power of two, one whose components did not converge within
         the graph's rounds eagerly."""
-        cap, (rows, gid, meta) = res
+        cap, (rows, gid, meta, logit) = res
         meta = meta.numpy()
         if meta[3] > cap:
             need = 1 << int(np.ceil(np.log2(meta[3])))
             if need > GRAPH_MAX_CAP:
-                return self._eager(row, thr_logit, threshold)
+                return self._eager(inp, kind, thr_logit, threshold)
             self._cap = max(self._cap, need)
-            for small in [c for c in self._graphs if c < self._cap]:  # outgrown: free their buffers
+            for small in [c for c in self._graphs if c[0] < self._cap]:  # outgrown: free their buffers
                 del self._graphs[small]
-            return self._finish(row, self._replay(row[None], thr_logit, threshold)[0], thr_logit, threshold)
+            return self._finish(inp, kind, self._replay([inp], kind, thr_logit, threshold)[0], thr_logit, threshold)
         if meta[5] == 0:
-            return self._eager(row, thr_logit, threshold)
-        return _result(rows.numpy(), gid.numpy(), meta, self.shape.max_instances)
+            return self._eager(inp, kind, thr_logit, threshold)
+        return _result(rows.numpy(), gid.numpy(), meta, self.shape.max_instances, logit.numpy())
 
 
 class _Rerun:

@@ -141,7 +141,7 @@ def answer_plan(field: "LanguageField", cfg: QueryConfig, codebook_size: int, ga
     key = (shape, float(cfg.min_opacity), int(codebook_size), bool(cfg.cuda_graph), use_labelled, use_views)
     plans = field.plans()
     if key not in plans:
-        tables = FieldTables.of(field, cfg.min_opacity, codebook_size, use_labelled, use_views)
+        tables = FieldTables.of(field, cfg.min_opacity, codebook_size, use_labelled, use_views, field.codebook_features())
         start = min(1 << 14, 1 << max(0, (field.num_gaussians - 1).bit_length()))
         mode = "graph" if cfg.cuda_graph and field.device.type == "cuda" else "eager"
         plans[key] = AnswerPlan(tables, shape, codebook_size, mode=mode, start_cap=start, gate=gate)
@@ -170,15 +170,13 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
     Where other threads use the GPU too, pass their :class:`~langx_ros.core.instances.CaptureGate`
     (the Engine does).
     """
-    logits = logit_table(field, text, canonical)  # (Q, K)
     if field.num_gaussians == 0:
         return [_no_match(q, 0.0, threshold, field.levels[0], "the field has no Gaussians") for q in queries]
     out = []
     vote = cfg.sample_vote and cfg.points == "surface" and field.surface is not None and field.surface.code is not None
-    # the host's copy of the logits, for the surface samples' own labels: queued before the answer,
-    # whose one wait it shares (no wait of its own)
-    logits_host = logits.to("cpu", non_blocking=True) if vote else None
-    for q_i, (q, res) in enumerate(zip(queries, answer_plan(field, cfg, logits.shape[1], gate).run(logits, threshold))):
+    # the relevancy logits are computed in the answer's graph and come back with it (res.logit)
+    plan = answer_plan(field, cfg, field.codebook_features().shape[0], gate)
+    for q, res in zip(queries, plan.run_text(text, canonical, threshold)):
         level = field.levels[res.level]
         if res.peak < threshold:
             out.append(_no_match(q, res.peak, threshold, level, f"no match above threshold {threshold:.2f} (best {res.peak:.2f})"))
@@ -194,7 +192,7 @@ def select_3d(field: "LanguageField", queries: Sequence[str], text: torch.Tensor
         if vote:
             # the selection's logit cut, as the device compared it (float32)
             cutoff = max(np.float32(res.cut_logit), np.float32(threshold_logit(threshold)))
-            filt = SampleFilter.of(field.surface, res.level, logits_host[q_i].numpy(), cutoff, cfg.unlabelled_points)
+            filt = SampleFilter.of(field.surface, res.level, res.logit, cutoff, cfg.unlabelled_points)
         for rank, ev in enumerate(res.evidence.tolist()):
             rows = res.rows[bounds[rank]: bounds[rank + 1]]
             pts = instance_points(field, rows, res.gid[bounds[rank]: bounds[rank + 1]], cfg, filt)
@@ -253,9 +251,9 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
     from langx_ros.core.instances import subsample_key
 
     surf = field.surface if cfg.points == "surface" else None
-    idx, pos = surf.of(gid) if surf is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    # with the vote, the samples' owners are looked up only for those no view labels
+    idx, pos = surf.of(gid, owners=filt is None) if surf is not None else (np.zeros(0, np.int64), None)
     if len(idx):
-        rel = None
         owned = kept = len(idx)
         if filt is not None:
             sc = np.take(filt.code, idx)
@@ -263,19 +261,21 @@ def instance_points(field: "LanguageField", rows: np.ndarray, gid: np.ndarray, c
             kept = int(np.count_nonzero(ok))
             if 0 < kept < owned:
                 w = np.flatnonzero(ok)
-                idx, pos, sc = np.take(idx, w), np.take(pos, w), np.take(sc, w)
+                idx, sc = np.take(idx, w), np.take(sc, w)
             rel = np.take(filt.relevancy, sc)
-            if not sc.all():  # samples no view labels carry their owner's relevancy
-                rel = np.where(sc > 0, rel, np.take(rows[:, 9], pos)).astype(np.float32)
+            if not sc.all():  # samples no view labels carry their owner's relevancy (gid ascends)
+                unl = np.flatnonzero(sc == 0)
+                rel[unl] = np.take(rows[:, 9], np.searchsorted(gid, np.take(surf.owner, np.take(idx, unl))))
+        else:
+            rel = np.take(rows[:, 9], pos).astype(np.float32)
         if len(idx) > cfg.max_points:
             keep = _subsample(subsample_key(idx), cfg.max_points)
-            idx, pos = idx[keep], pos[keep]
-            rel = rel[keep] if rel is not None else None
-        # whole rows gathered as fixed-size records: a fraction of the cost of np.take(..., axis=0) of
-        # the (S, 3) / (S, 10) arrays (see SurfaceSamples.records)
-        points, colors = unpack_records(take_rows(surf.records(), idx))
-        own_rows = take_rows(rows, pos)  # (S, 10) each sample's Gaussian's row
-        return InstancePoints(points, colors, own_rows[:, 6:9], own_rows[:, 9] if rel is None else rel, gid,
+            idx, rel = idx[keep], rel[keep]
+        # whole rows gathered as fixed-size records (point, colour, normal): a fraction of the cost
+        # of np.take(..., axis=0) of the (S, 3) arrays (see SurfaceSamples.records)
+        rec = take_rows(field.sample_records(), idx)
+        points, colors = unpack_records(rec)
+        return InstancePoints(points, colors, rec[:, 4:7], rel, gid,
                               _samples_source(owned, kept, filt is not None and not filt.keep[0]))
     keep = _subsample(subsample_key(gid), cfg.max_points) if len(gid) > cfg.max_points else slice(None)
     source = ("Gaussian centres" if surf is None and cfg.points == "centres" else

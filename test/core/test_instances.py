@@ -149,6 +149,33 @@ def test_fixed_shape_replays_answer_as_the_eager_pipeline_also_when_buffers_grow
     assert any(r.passing > 1 for r in want) and any(len(r.counts) for r in want)
 
 
+def test_answers_from_text_compute_the_logits_in_the_plan_and_equal_answers_from_those_logits():
+    """run_text (the logits computed inside the replayed graph, as select_3d answers) gives the
+    answers run gives for the same logits, in the fixed-shape and the eager plan, and returns the
+    logits it answered with; a plan without codebook features refuses text."""
+    from langx_ros.core.instances import text_logit
+
+    f, _ = _multi_object_field(2)
+    k, dim = 32, 16
+    g = torch.Generator().manual_seed(5)
+    feats = torch.nn.functional.normalize(torch.randn(k, dim, generator=g), dim=1)
+    text, canon = torch.randn(4, dim, generator=g), torch.randn(3, dim, generator=g)
+    logits = torch.stack([text_logit(feats, t, canon) for t in text])
+    for mode in ("graph", "eager"):
+        q = QueryConfig()
+        shape = AnswerShape(cap=0, radius=0.15, relative_cutoff=q.relative_cutoff, min_points=q.min_instance_points,
+                            max_instances=q.max_instances, weights=RankWeights(q.instance_match_weight, 0, 0, 0), rounds=None)
+        plan = AnswerPlan(FieldTables.of(f, q.min_opacity, k, False, False, feats), shape, k, mode=mode, start_cap=8)
+        for th in (0.5, 0.9):
+            got, want = plan.run_text(text, canon, th), plan.run(logits, th)
+            for a, b, row in zip(got, want, logits):
+                _same(a, b)
+                assert np.array_equal(a.logit, row.numpy()) and np.array_equal(b.logit, row.numpy())
+    assert any(r.passing > 0 for r in want)
+    with pytest.raises(ValueError, match="no codebook features"):
+        _plan(f, k, "graph", 8).run_text(text, canon, 0.5)
+
+
 def test_selections_beyond_the_largest_graph_run_eagerly_and_outgrown_graphs_are_freed(monkeypatch):
     import langx_ros.core.instances as inst
 
@@ -159,7 +186,7 @@ def test_selections_beyond_the_largest_graph_run_eagerly_and_outgrown_graphs_are
     assert max(r.selected for r in want) > 64 and min(r.selected for r in want) <= 64
     for a, b in zip(got, want):
         _same(a, b)
-    assert fixed._cap <= 64 and list(fixed._graphs) == [fixed._cap]
+    assert fixed._cap <= 64 and list(fixed._graphs) == [(fixed._cap, ("logit",))]
 
 
 def test_compact_lists_the_selected_indices_in_fixed_or_exact_slots():

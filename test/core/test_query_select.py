@@ -31,10 +31,14 @@ def _patch_relevancy(monkeypatch, rel):
     import langx_ros.core.query as q
     from langx_ros.core.field.model import LanguageField
 
+    import langx_ros.core.instances as inst
+
     monkeypatch.setattr(LanguageField, "code_index", lambda self: torch.arange(self.num_gaussians)[:, None])
+    monkeypatch.setattr(LanguageField, "codebook_features", lambda self: torch.zeros(len(rel), 4))
     r = torch.tensor(rel, dtype=torch.float64)
-    logits = (torch.log(r) - torch.log1p(-r)).float()[None]
-    monkeypatch.setattr(q, "logit_table", lambda field, text, canon: logits)
+    logits = (torch.log(r) - torch.log1p(-r)).float()
+    monkeypatch.setattr(q, "logit_table", lambda field, text, canon: logits[None])  # 2D maps
+    monkeypatch.setattr(inst, "text_logit", lambda features, text, canon: logits)  # 3D answers (in the plan)
 
 
 def _cluster(center, n, seed):
@@ -325,22 +329,23 @@ def test_answer_points_the_views_label_as_something_else_are_left_out(monkeypatc
 
     means = _cluster([0, 0, 0], 20, 0)
     f = _field_with(means, [5.0] * 20)
-    _patch_relevancy(monkeypatch, [0.9] * 5 + [0.8] * 15 + [0.1])  # entry 20: another object's label
+    _patch_relevancy(monkeypatch, [0.9, 0.9, 0.9, 0.85, 0.9] + [0.8] * 15 + [0.1])  # entry 20: another object's label
     owner = np.repeat(np.arange(5), 3)
     pts = np.asarray(means, np.float32)[owner] + np.float32(0.001) * np.arange(15, dtype=np.float32)[:, None]
     code = np.zeros((15, 1), np.int32)
     code[[1, 4, 7]] = 20
-    code[2] = -1
+    code[[2, 10]] = -1  # no view labels them (owners 0 and 3)
     code[3] = 7  # labelled as another Gaussian's entry that passes (0.8 >= the cut)
     f.surface = SurfaceSamples(pts, np.full((15, 3), 7, np.uint8), owner.astype(np.int64), f.num_gaussians, code=code)
     cfg = QueryConfig(threshold=0.5, cluster_radius=0.1, relative_cutoff=0.0, unlabelled_points=True)
     (m,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, cfg)
     keep = [i for i in range(15) if i not in (1, 4, 7)]
     assert m.found and np.array_equal(m.points, pts[keep]) and "3 more that the views label otherwise left out" in m.message
-    assert np.allclose(m.relevancy, [0.8 if i == 3 else 0.9 for i in keep])  # the sample's own label's relevancy
+    # the sample's own label's relevancy; unlabelled ones their owner's (sample 10: Gaussian 3's 0.85)
+    assert np.allclose(m.relevancy, [0.8 if i == 3 else 0.85 if i == 10 else 0.9 for i in keep])
     (lab,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, unlabelled_points=False))
-    assert np.array_equal(lab.points, pts[[i for i in keep if i != 2]])  # sample 2: no view labels it
-    assert "4 more that the views label otherwise or not at all left out" in lab.message
+    assert np.array_equal(lab.points, pts[[i for i in keep if i not in (2, 10)]])  # no view labels 2 and 10
+    assert "5 more that the views label otherwise or not at all left out" in lab.message
     (every,) = select_3d(f, ["q"], torch.zeros(1, 4), torch.zeros(4, 4), 0.5, dataclasses.replace(cfg, sample_vote=False))
     assert np.array_equal(every.points, pts) and np.array_equal(every.gaussian_ids, m.gaussian_ids)
     f.surface = dataclasses.replace(f.surface, code=np.full_like(code, 20))
@@ -396,3 +401,21 @@ def test_take_rows_is_fancy_row_indexing():
         assert got.shape == (len(idx), 10) and np.array_equal(got, rows[idx])
     assert np.array_equal(take_rows(rows[:, 2:5], np.array([1, 3])), rows[[1, 3], 2:5])  # a non-contiguous view
     assert take_rows(np.zeros((0, 10), np.float32), np.zeros(0, np.int64)).shape == (0, 10)
+
+
+def test_sample_records_carry_each_samples_point_colour_and_owners_normal_and_follow_a_new_surface():
+    from langx_ros.core.field.surface import SurfaceSamples, unpack_records
+
+    means = _cluster([0, 0, 0], 4, 0)
+    normals = [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.6, 0.8, 0]]
+    f = _field_with(means, [5.0] * 4, normals)
+    owner = np.array([0, 1, 1, 3])
+    pts = np.arange(12, dtype=np.float32).reshape(4, 3)
+    cols = np.arange(12, dtype=np.uint8).reshape(4, 3) * 20
+    f.surface = SurfaceSamples(pts, cols, owner, 4)
+    rec = f.sample_records()
+    p, c = unpack_records(rec)
+    assert rec.shape == (4, 7) and np.array_equal(p, pts) and np.array_equal(c, cols)
+    assert np.allclose(rec[:, 4:7], np.asarray(normals, np.float32)[owner]) and f.sample_records() is rec
+    f.surface = SurfaceSamples(pts[:2], cols[:2], np.array([2, 2]), 4)  # another surface: built again
+    assert np.allclose(f.sample_records()[:, 4:7], [[0, 0, 1.0]] * 2)

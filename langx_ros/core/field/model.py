@@ -45,6 +45,7 @@ class LanguageField:
     _selectable: dict = field(default_factory=dict, repr=False)
     _answer_table: torch.Tensor | None = field(default=None, repr=False)
     _plans: dict = field(default_factory=dict, repr=False)
+    _sample_records: tuple | None = field(default=None, repr=False)  # (the surface they were built from, records)
 
     @property
     def device(self) -> torch.device:
@@ -122,6 +123,19 @@ class LanguageField:
         from langx_ros.core.field.gaussians import gaussian_normals
 
         return gaussian_normals(self.params["quats"].detach(), torch.exp(self.params["scales"].detach()))
+
+    @torch.no_grad()
+    def sample_records(self) -> np.ndarray:
+        """(M, 7) float32 contiguous, per surface sample what an answer's point carries (cached):
+        its point and colour (:meth:`SurfaceSamples.records`, split by ``unpack_records``), then
+        its owner's unit surface normal (columns 4-6); one row gather per answer."""
+        s = self.surface
+        if self._sample_records is None or self._sample_records[0] is not s:
+            rec = np.zeros((len(s), 7), np.float32)
+            rec[:, :4] = s.records()
+            rec[:, 4:7] = self.surface_normals().detach().float().cpu().numpy()[s.owner]
+            self._sample_records = (s, rec)
+        return self._sample_records[1]
 
     @torch.no_grad()
     def answer_table(self) -> torch.Tensor:

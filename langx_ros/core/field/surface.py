@@ -165,23 +165,25 @@ class SurfaceSamples:
             self._start = np.searchsorted(self.owner, np.arange(self.num_gaussians + 1))
         return self._start
 
-    def of(self, gaussians: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def of(self, gaussians: np.ndarray, owners: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The samples of ``gaussians`` (G,) ids: (sample indices (S,), index into ``gaussians`` of
-        each sample's owner (S,)), in the order of ``gaussians``."""
+        each sample's owner (S,); None with ``owners`` False, which saves its expansion), in the
+        order of ``gaussians``."""
         g = np.asarray(gaussians, np.int64)
         st = self.start()
-        lo = st[g]
-        n = st[g + 1] - lo
+        lo = np.take(st, g)
+        n = np.take(st, g + 1) - lo
         ends = np.cumsum(n)
-        shift = np.repeat(lo - (ends - n), n)  # sample index - output position, constant along each Gaussian's run
-        return np.arange(int(ends[-1]) if len(ends) else 0) + shift, np.repeat(np.arange(len(g)), n)
+        idx = np.repeat(lo - (ends - n), n)  # sample index - output position, constant along each Gaussian's run
+        idx += np.arange(len(idx))
+        return idx, (np.repeat(np.arange(len(g)), n) if owners else None)
 
 
 def unpack_records(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(points (S, 3) float32, colours (S, 3) uint8) of gathered :meth:`SurfaceSamples.records`
-    rows (views into them)."""
+    rows, or of rows that carry more columns after those four (views into them)."""
     flat = np.ascontiguousarray(records, np.float32)
-    return flat[:, :3], flat.view(np.uint8).reshape(-1, 16)[:, 12:15]
+    return flat[:, :3], flat[:, 3:4].view(np.uint8)[:, :3]
 
 
 def take_rows(rows: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ def test_samples_of_gaussians_follow_the_owner_offsets():
     assert s.owned_counts().tolist() == [2, 0, 3, 0, 0, 1]
     idx, pos = s.of(np.array([2, 5, 1, 0]))
     assert idx.tolist() == [2, 3, 4, 5, 0, 1] and pos.tolist() == [0, 0, 0, 1, 3, 3]
+    only, none = s.of(np.array([2, 5, 1, 0]), owners=False)
+    assert only.tolist() == idx.tolist() and none is None
     idx, pos = s.of(np.array([], np.int64))
     assert len(idx) == len(pos) == 0
     with pytest.raises(ValueError, match="ascend"):
