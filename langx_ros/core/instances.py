@@ -454,7 +454,7 @@ class AnswerPlan:
         self.mode = "cuda-graph" if mode == "graph" and self.device.type == "cuda" else \
             "fixed-shape" if mode == "graph" else "eager"
         self._cap = start_cap
-        self._graphs: dict[int, tuple] = {}
+        self._graphs: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
         self._gate = gate  # None: this process captures whenever it needs to (a script, one thread)
 
@@ -490,13 +490,14 @@ class AnswerPlan:
             return [self._eager(inp, kind, thr_logit, threshold) for inp in inputs]
 
     def _answer_fn(self, kind: tuple, shape: AnswerShape):
-        """f(*inputs, thr_logit, threshold) -> (rows, gid, meta, logit) of one query (:func:`answer`)."""
+        """f(*inputs, thr_logit, threshold) -> one query's :func:`answer` and its logits, packed
+        into one byte tensor (:func:`pack_answer`: one copy to the host instead of four)."""
         if kind[0] == "logit":
-            return lambda logit, thr, th: answer(self.t, logit, thr, th, shape) + (logit,)
+            return lambda logit, thr, th: pack_answer(*answer(self.t, logit, thr, th, shape), logit)
 
-        def from_text(text: torch.Tensor, canonical: torch.Tensor, thr: torch.Tensor, th: torch.Tensor) -> tuple:
+        def from_text(text: torch.Tensor, canonical: torch.Tensor, thr: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
             logit = text_logit(self.t.features, text, canonical)
-            return answer(self.t, logit, thr, th, shape) + (logit,)
+            return pack_answer(*answer(self.t, logit, thr, th, shape), logit)
         return from_text
 
     def _eager(self, inp: tuple[torch.Tensor, ...], kind: tuple, thr_logit: float, threshold: float) -> AnswerResult:
@@ -505,13 +506,15 @@ class AnswerPlan:
         thr = torch.tensor(thr_logit, device=self.device)
         th = torch.tensor(float(threshold), device=self.device)
         shape = replace(self.shape, cap=0, rounds=None)
-        rows, gid, meta, logit = to_host(*self._answer_fn(kind, shape)(*inp, thr, th))
+        (packed,) = to_host(self._answer_fn(kind, shape)(*inp, thr, th))
+        rows, gid, meta, logit = unpack_answer(packed, self.k, shape.max_instances)
         return _result(rows, gid, meta, shape.max_instances, logit)
 
     def _graph(self, cap: int, kind: tuple = ("logit",)) -> tuple:
         """The graph of :func:`answer` at capacity ``cap`` for inputs of ``kind`` (logits, or text
-        and canonical phrases of a shape), its static inputs and outputs (captured once; without
-        CUDA, a stand-in that reruns :func:`answer` into the same outputs)."""
+        and canonical phrases of a shape), its static inputs, its output and the threshold values
+        its inputs hold (captured once; without CUDA, a stand-in that reruns :func:`answer` into
+        the same output)."""
         key = (cap, kind)
         if key not in self._graphs:
             dev = self.device
@@ -527,7 +530,7 @@ class AnswerPlan:
             else:
                 outs = fn(*static)
                 graph = _Rerun(lambda: fn(*static), outs)
-            self._graphs[key] = (graph, static, outs)
+            self._graphs[key] = (graph, static, outs, [None])  # [None]: the thresholds in static (none yet)
         return self._graphs[key]
 
     def _capture(self, fn, static: tuple) -> tuple:
@@ -546,17 +549,19 @@ class AnswerPlan:
     def _replay(self, inputs: list[tuple[torch.Tensor, ...]], kind: tuple, thr_logit: float, threshold: float) -> list[tuple]:
         """Replays the graph for every query's inputs, queueing each result's copy to the host; one wait."""
         cap = self._cap
-        graph, static, outs = self._graph(cap, kind)
+        graph, static, outs, filled = self._graph(cap, kind)
         *s_in, s_thr, s_th = static
+        if filled[0] != (thr_logit, threshold):  # two launches saved when unchanged
+            s_thr.fill_(thr_logit)
+            s_th.fill_(threshold)
+            filled[0] = (thr_logit, threshold)
         queued = []
         for inp in inputs:
             for s_x, x in zip(s_in, inp):
                 s_x.copy_(x)
-            s_thr.fill_(thr_logit)
-            s_th.fill_(threshold)
             graph.replay()
             # queued copies (stream-ordered before the next replay); on a CPU the outputs are the host copies
-            queued.append((cap, [o.to("cpu", non_blocking=True) if o.is_cuda else o.clone() for o in outs]))
+            queued.append((cap, outs.to("cpu", non_blocking=True) if outs.is_cuda else outs.clone()))
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
         return queued
@@ -565,8 +570,8 @@ class AnswerPlan:
         """A replayed result on the host; a selection larger than the buffers is answered again
         with buffers grown to the next power of two, one whose components did not converge within
         the graph's rounds eagerly."""
-        cap, (rows, gid, meta, logit) = res
-        meta = meta.numpy()
+        cap, packed = res
+        rows, gid, meta, logit = unpack_answer(packed.numpy(), self.k, self.shape.max_instances)
         if meta[3] > cap:
             need = 1 << int(np.ceil(np.log2(meta[3])))
             if need > GRAPH_MAX_CAP:
@@ -577,18 +582,35 @@ class AnswerPlan:
             return self._finish(inp, kind, self._replay([inp], kind, thr_logit, threshold)[0], thr_logit, threshold)
         if meta[5] == 0:
             return self._eager(inp, kind, thr_logit, threshold)
-        return _result(rows.numpy(), gid.numpy(), meta, self.shape.max_instances, logit.numpy())
+        return _result(rows, gid, meta, self.shape.max_instances, logit)
+
+
+def pack_answer(rows: torch.Tensor, gid: torch.Tensor, meta: torch.Tensor, logit: torch.Tensor) -> torch.Tensor:
+    """One query's :func:`answer` outputs and (K,) logits as one uint8 tensor (gid, meta, rows,
+    logit: each starts 8-byte aligned), so the host fetches them in one copy."""
+    return torch.cat([gid.reshape(-1).view(torch.uint8), meta.reshape(-1).view(torch.uint8),
+                      rows.reshape(-1).contiguous().view(torch.uint8), logit.reshape(-1).contiguous().view(torch.uint8)])
+
+
+def unpack_answer(packed: np.ndarray, k: int, max_instances: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows (cap, 10) float32, gid (cap,) int64, meta float64, logit (K,) float32) of a
+    :func:`pack_answer` buffer on the host (views into it), for ``k`` codebook entries."""
+    n_meta = _META + 2 * max_instances
+    cap = (packed.nbytes - 8 * n_meta - 4 * k) // 48
+    gid = packed[: 8 * cap].view(np.int64)
+    meta = packed[8 * cap: 8 * (cap + n_meta)].view(np.float64)
+    rows = packed[8 * (cap + n_meta): 8 * (cap + n_meta) + 40 * cap].view(np.float32).reshape(cap, 10)
+    return rows, gid, meta, packed[8 * (cap + n_meta) + 40 * cap:].view(np.float32)
 
 
 class _Rerun:
-    """A CUDA graph's stand-in on a CPU: ``replay()`` reruns the function into the same outputs."""
+    """A CUDA graph's stand-in on a CPU: ``replay()`` reruns the function into the same output."""
 
-    def __init__(self, fn, outs: tuple[torch.Tensor, ...]):
+    def __init__(self, fn, outs: torch.Tensor):
         self.fn, self.outs = fn, outs
 
     def replay(self) -> None:
-        for o, n in zip(self.outs, self.fn()):
-            o.copy_(n)
+        self.outs.copy_(self.fn())
 
 
 class _NotNow(Exception):

@@ -264,3 +264,15 @@ def test_capture_gate_captures_only_while_no_other_thread_uses_the_gpu():
     assert order == ["capture done", "late user"]
     with gate.capture() as ok:
         assert ok  # nobody uses it
+
+
+def test_packed_answers_unpack_to_the_same_arrays():
+    from langx_ros.core.instances import _META, pack_answer, unpack_answer
+
+    g = torch.Generator().manual_seed(3)
+    for cap, k, m in ((1, 7, 1), (5, 2048, 4), (64, 33, 16)):
+        rows, gid = torch.randn(cap, 10, generator=g), torch.randint(0, 1 << 40, (cap,), generator=g)
+        meta, logit = torch.randn(_META + 2 * m, generator=g, dtype=torch.float64), torch.randn(k, generator=g)
+        got = unpack_answer(pack_answer(rows, gid, meta, logit).numpy(), k, m)
+        for a, b in zip(got, (rows, gid, meta, logit)):
+            assert a.dtype == b.numpy().dtype and np.array_equal(a, b.numpy())
